@@ -1,0 +1,456 @@
+//! The administrator's registries.conf as an editable TOML document with ownership markers.
+//!
+//! The agent owns exactly what it marked: `[[registry]]` and `[[registry.mirror]]` tables whose
+//! header line ends in `# rhel-node-agent:managed v1`, and single keys it set on the administrator's
+//! own tables (`blocked = true # rhel-node-agent:managed v1 was=absent`). The marker lives in the file
+//! itself, so a lost state directory never leads to duplicated mirrors or orphaned entries; `was=`
+//! records what the key was before, so removing a policy restores the administrator's file exactly.
+//! Marker version 1 must stay readable by every later version of the agent.
+
+use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, Value};
+
+use super::model::{Mirror, Registry};
+use super::MirrorError;
+
+/// The marker every managed table and key carries (followed by ` v<version>`).
+pub const MARKER: &str = "# rhel-node-agent:managed";
+/// The marker version this agent writes.
+pub const MARKER_VERSION: u32 = 1;
+
+/// Keys the agent writes in a `[[registry]]` table it manages.
+const AGENT_REGISTRY_KEYS: &[&str] = &["prefix", "location", "insecure", "blocked", "mirror-by-digest-only", "mirror"];
+/// Keys the agent writes in a `[[registry.mirror]]` table it manages.
+const AGENT_MIRROR_KEYS: &[&str] = &["location", "insecure", "pull-from-mirror"];
+
+fn table_marker() -> String {
+    format!(" {MARKER} v{MARKER_VERSION}")
+}
+
+/// What a marker found in a decor says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    /// Whole table managed.
+    Table,
+    /// Key set by the agent; the key did not exist before.
+    WasAbsent,
+    /// Key set by the agent; it was `false` before.
+    WasFalse,
+}
+
+/// Find the agent's marker in a decor suffix. Returns the byte offset where our text starts
+/// (including the one space we put before it) and what it says.
+fn find_marker(suffix: &str, file: &str, what: &str) -> Result<Option<(usize, Marker)>, MirrorError> {
+    let Some(pos) = suffix.rfind(MARKER) else { return Ok(None) };
+    let rest = suffix[pos + MARKER.len()..].trim();
+    let mut words = rest.split_whitespace();
+    let version = words.next().and_then(|v| v.strip_prefix('v')).and_then(|v| v.parse::<u32>().ok());
+    match version {
+        Some(1) => {}
+        Some(v) if v > MARKER_VERSION => {
+            return Err(MirrorError::NotEditable {
+                file: file.to_string(),
+                what: what.to_string(),
+                message: format!("managed by a newer rhel-node-agent (marker v{v}); refusing to edit it"),
+            })
+        }
+        _ => {
+            return Err(MirrorError::NotEditable {
+                file: file.to_string(),
+                what: what.to_string(),
+                message: format!("unreadable ownership marker {:?}", suffix[pos..].trim_end()),
+            })
+        }
+    }
+    let marker = match words.next() {
+        None => Marker::Table,
+        Some("was=absent") => Marker::WasAbsent,
+        Some("was=false") => Marker::WasFalse,
+        Some(other) => {
+            return Err(MirrorError::NotEditable {
+                file: file.to_string(),
+                what: what.to_string(),
+                message: format!("unknown ownership marker field {other:?}"),
+            })
+        }
+    };
+    let start = if pos > 0 && suffix.as_bytes()[pos - 1] == b' ' { pos - 1 } else { pos };
+    Ok(Some((start, marker)))
+}
+
+/// A key an administrator added inside a table the agent manages: kept and reported.
+#[derive(Debug, Clone)]
+pub struct AdminKey {
+    /// Scope of the managed `[[registry]]` it was found in.
+    pub scope: String,
+    /// Mirror location when it was inside a managed `[[registry.mirror]]`.
+    pub mirror: Option<String>,
+    /// The key.
+    pub key: String,
+    item: Item,
+}
+
+/// What [`strip_managed`] removed, for reports and for re-attaching administrator keys.
+#[derive(Debug, Clone, Default)]
+pub struct StripReport {
+    /// Managed `[[registry]]` tables removed.
+    pub tables: usize,
+    /// Managed mirrors removed from administrator tables.
+    pub mirrors: usize,
+    /// Managed keys reverted on administrator tables.
+    pub keys: usize,
+    /// Keys the administrator added inside managed tables.
+    pub admin_keys: Vec<AdminKey>,
+}
+
+impl StripReport {
+    /// True when the document held nothing the agent manages.
+    pub fn is_empty(&self) -> bool {
+        self.tables == 0 && self.mirrors == 0 && self.keys == 0
+    }
+}
+
+fn scope_of(t: &Table) -> String {
+    let get = |k: &str| t.get(k).and_then(|i| i.as_str()).unwrap_or("").to_string();
+    let p = get("prefix");
+    if p.is_empty() {
+        get("location")
+    } else {
+        p
+    }
+}
+
+/// Revert every managed key of `t` (keys set on an administrator's table).
+fn revert_keys(t: &mut Table, file: &str, what: &str, report: &mut StripReport) -> Result<(), MirrorError> {
+    let keys: Vec<String> = t.iter().map(|(k, _)| k.to_string()).collect();
+    for k in keys {
+        let Some(Item::Value(v)) = t.get(&k) else { continue };
+        let suffix = v.decor().suffix().and_then(|s| s.as_str()).unwrap_or("").to_string();
+        let Some((start, marker)) = find_marker(&suffix, file, &format!("{what}.{k}"))? else { continue };
+        report.keys += 1;
+        match marker {
+            Marker::WasAbsent | Marker::Table => {
+                t.remove(&k);
+            }
+            Marker::WasFalse => {
+                let prefix = v.decor().prefix().and_then(|s| s.as_str()).unwrap_or(" ").to_string();
+                let mut nv = Value::from(false);
+                nv.decor_mut().set_prefix(prefix);
+                nv.decor_mut().set_suffix(suffix[..start].to_string());
+                t.insert(&k, Item::Value(nv));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn table_is_managed(t: &Table, file: &str, what: &str) -> Result<bool, MirrorError> {
+    let suffix = t.decor().suffix().and_then(|s| s.as_str()).unwrap_or("");
+    Ok(matches!(find_marker(suffix, file, what)?, Some((_, Marker::Table))))
+}
+
+/// Remove everything the agent manages from `doc`, leaving the administrator's file as it was
+/// before the agent touched it. `file` is only used in messages.
+pub fn strip_managed(doc: &mut DocumentMut, file: &str) -> Result<StripReport, MirrorError> {
+    let mut report = StripReport::default();
+    let Some(item) = doc.get_mut("registry") else { return Ok(report) };
+    let Some(aot) = item.as_array_of_tables_mut() else { return Ok(report) };
+    let mut i = aot.len();
+    while i > 0 {
+        i -= 1;
+        let Some(t) = aot.get_mut(i) else { continue };
+        let scope = scope_of(t);
+        let what = super::containers::entry_name(i, &scope);
+        if table_is_managed(t, file, &what)? {
+            for (k, v) in t.iter() {
+                if !AGENT_REGISTRY_KEYS.contains(&k) {
+                    report.admin_keys.push(AdminKey { scope: scope.clone(), mirror: None, key: k.to_string(), item: v.clone() });
+                }
+            }
+            if let Some(Item::ArrayOfTables(ms)) = t.get("mirror") {
+                collect_mirror_admin_keys(ms, &scope, &mut report);
+            }
+            aot.remove(i);
+            report.tables += 1;
+            continue;
+        }
+        revert_keys(t, file, &what, &mut report)?;
+        if let Some(Item::ArrayOfTables(ms)) = t.get_mut("mirror") {
+            let mut j = ms.len();
+            while j > 0 {
+                j -= 1;
+                let Some(m) = ms.get_mut(j) else { continue };
+                let mwhat = format!("{what}.mirror[{j}]");
+                if table_is_managed(m, file, &mwhat)? {
+                    let single = {
+                        let mut a = ArrayOfTables::new();
+                        a.push(m.clone());
+                        a
+                    };
+                    collect_mirror_admin_keys(&single, &scope, &mut report);
+                    ms.remove(j);
+                    report.mirrors += 1;
+                } else {
+                    revert_keys(m, file, &mwhat, &mut report)?;
+                }
+            }
+            if ms.is_empty() {
+                t.remove("mirror");
+            }
+        }
+    }
+    if aot.is_empty() {
+        doc.remove("registry");
+    }
+    Ok(report)
+}
+
+fn collect_mirror_admin_keys(ms: &ArrayOfTables, scope: &str, report: &mut StripReport) {
+    for m in ms.iter() {
+        let loc = m.get("location").and_then(|i| i.as_str()).unwrap_or("").to_string();
+        for (k, v) in m.iter() {
+            if !AGENT_MIRROR_KEYS.contains(&k) {
+                report.admin_keys.push(AdminKey { scope: scope.to_string(), mirror: Some(loc.clone()), key: k.to_string(), item: v.clone() });
+            }
+        }
+    }
+}
+
+fn managed_table() -> Table {
+    let mut t = Table::new();
+    t.decor_mut().set_suffix(table_marker());
+    t
+}
+
+fn mirror_table(m: &Mirror) -> Table {
+    let mut t = managed_table();
+    t.insert("location", toml_edit::value(m.location.clone()));
+    if m.insecure {
+        t.insert("insecure", toml_edit::value(true));
+    }
+    if !m.pull_from_mirror.is_empty() {
+        t.insert("pull-from-mirror", toml_edit::value(m.pull_from_mirror.clone()));
+    }
+    t
+}
+
+fn registry_table(r: &Registry) -> Table {
+    let mut t = managed_table();
+    if !r.prefix.is_empty() {
+        t.insert("prefix", toml_edit::value(r.prefix.clone()));
+    }
+    if !r.location.is_empty() {
+        t.insert("location", toml_edit::value(r.location.clone()));
+    }
+    for (k, on) in [("insecure", r.insecure), ("blocked", r.blocked), ("mirror-by-digest-only", r.mirror_by_digest_only)] {
+        if on {
+            t.insert(k, toml_edit::value(true));
+        }
+    }
+    if !r.mirrors.is_empty() {
+        let mut a = ArrayOfTables::new();
+        for m in &r.mirrors {
+            a.push(mirror_table(m));
+        }
+        t.insert("mirror", Item::ArrayOfTables(a));
+    }
+    t
+}
+
+/// Set `key = true` on an administrator's table, recording what it was.
+fn set_flag_marked(t: &mut Table, key: &str) {
+    match t.get(key) {
+        Some(Item::Value(v)) => {
+            let prefix = v.decor().prefix().and_then(|s| s.as_str()).unwrap_or(" ").to_string();
+            let suffix = v.decor().suffix().and_then(|s| s.as_str()).unwrap_or("").to_string();
+            let mut nv = Value::from(true);
+            nv.decor_mut().set_prefix(prefix);
+            nv.decor_mut().set_suffix(format!("{suffix} {MARKER} v{MARKER_VERSION} was=false"));
+            t.insert(key, Item::Value(nv));
+        }
+        _ => {
+            let mut nv = Value::from(true);
+            nv.decor_mut().set_suffix(format!(" {MARKER} v{MARKER_VERSION} was=absent"));
+            t.insert(key, Item::Value(nv));
+        }
+    }
+}
+
+/// Write the difference between `base` (the entries of the stripped document, in order) and
+/// `rendered` (MCO's result on them) into `doc`, marking everything the agent adds or sets.
+pub fn apply_changes(doc: &mut DocumentMut, file: &str, base: &[Registry], rendered: &[Registry]) -> Result<(), MirrorError> {
+    let needs_base_edit = base.iter().zip(rendered).any(|(b, r)| b != r);
+    let has_new = rendered.len() > base.len();
+    if !needs_base_edit && !has_new {
+        return Ok(());
+    }
+    let not_editable = |what: String, message: &str| MirrorError::NotEditable { file: file.to_string(), what, message: message.to_string() };
+    if doc.get("registry").map(|i| !i.is_array_of_tables()).unwrap_or(false) {
+        return Err(not_editable(
+            "registry".into(),
+            "written as an inline array; in-place editing needs [[registry]] tables (use drop-in mode, or rewrite it as [[registry]] tables)",
+        ));
+    }
+    if doc.get("registry").is_none() {
+        doc.insert("registry", Item::ArrayOfTables(ArrayOfTables::new()));
+    }
+    let aot = doc.get_mut("registry").and_then(Item::as_array_of_tables_mut).ok_or_else(|| not_editable("registry".into(), "not an array of tables"))?;
+    for (i, (b, r)) in base.iter().zip(rendered).enumerate() {
+        if b == r {
+            continue;
+        }
+        let what = super::containers::entry_name(i, b.scope());
+        let t = aot.get_mut(i).ok_or_else(|| not_editable(what.clone(), "entry missing from the document"))?;
+        for (k, was, now) in [
+            ("insecure", b.insecure, r.insecure),
+            ("blocked", b.blocked, r.blocked),
+            ("mirror-by-digest-only", b.mirror_by_digest_only, r.mirror_by_digest_only),
+        ] {
+            if !was && now {
+                set_flag_marked(t, k);
+            }
+        }
+        let mirrors_changed = b.mirrors.len() != r.mirrors.len() || b.mirrors.iter().zip(&r.mirrors).any(|(x, y)| x != y);
+        if !mirrors_changed {
+            continue;
+        }
+        if t.get("mirror").map(|m| !m.is_array_of_tables()).unwrap_or(false) {
+            return Err(not_editable(format!("{what}.mirror"), "written as an inline array; in-place editing needs [[registry.mirror]] tables"));
+        }
+        if t.get("mirror").is_none() {
+            t.insert("mirror", Item::ArrayOfTables(ArrayOfTables::new()));
+        }
+        let ms = t.get_mut("mirror").and_then(Item::as_array_of_tables_mut).ok_or_else(|| not_editable(format!("{what}.mirror"), "not an array of tables"))?;
+        for (j, (bm, rm)) in b.mirrors.iter().zip(&r.mirrors).enumerate() {
+            if !bm.insecure && rm.insecure {
+                if let Some(mt) = ms.get_mut(j) {
+                    set_flag_marked(mt, "insecure");
+                }
+            }
+        }
+        for m in &r.mirrors[b.mirrors.len()..] {
+            ms.push(mirror_table(m));
+        }
+    }
+    for r in &rendered[base.len()..] {
+        aot.push(registry_table(r));
+    }
+    Ok(())
+}
+
+/// Put keys an administrator had added inside managed tables back into the matching new managed
+/// tables. Returns the keys that could not be placed (their table is no longer managed).
+pub fn reattach_admin_keys(doc: &mut DocumentMut, keys: Vec<AdminKey>) -> Vec<AdminKey> {
+    let mut lost = Vec::new();
+    let Some(aot) = doc.get_mut("registry").and_then(Item::as_array_of_tables_mut) else { return keys };
+    for k in keys {
+        let target = aot.iter_mut().find(|t| {
+            let managed = t.decor().suffix().and_then(|s| s.as_str()).map(|s| s.contains(MARKER)).unwrap_or(false);
+            managed && scope_of(t) == k.scope
+        });
+        let placed = match (target, &k.mirror) {
+            (Some(t), None) => {
+                t.insert(&k.key, k.item.clone());
+                true
+            }
+            (Some(t), Some(loc)) => match t.get_mut("mirror").and_then(Item::as_array_of_tables_mut) {
+                Some(ms) => match ms.iter_mut().find(|m| m.get("location").and_then(|i| i.as_str()) == Some(loc)) {
+                    Some(m) => {
+                        m.insert(&k.key, k.item.clone());
+                        true
+                    }
+                    None => false,
+                },
+                None => false,
+            },
+            (None, _) => false,
+        };
+        if !placed {
+            lost.push(k);
+        }
+    }
+    lost
+}
+
+/// Keep an administrator's keys whose managed `[[registry]]` is gone: the table stays, unmanaged,
+/// with its scope key and those keys (so nothing the administrator typed is ever deleted).
+pub fn keep_orphaned_admin_keys(doc: &mut DocumentMut, keys: &[AdminKey]) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut by_scope: Vec<(String, Table)> = Vec::new();
+    for k in keys.iter().filter(|k| k.mirror.is_none()) {
+        let idx = match by_scope.iter().position(|(s, _)| *s == k.scope) {
+            Some(i) => i,
+            None => {
+                let mut t = Table::new();
+                if k.scope.starts_with("*.") {
+                    t.insert("prefix", toml_edit::value(k.scope.clone()));
+                } else {
+                    t.insert("location", toml_edit::value(k.scope.clone()));
+                }
+                by_scope.push((k.scope.clone(), t));
+                by_scope.len() - 1
+            }
+        };
+        by_scope[idx].1.insert(&k.key, k.item.clone());
+        kept.push(format!("registry {:?}: key {:?}", k.scope, k.key));
+    }
+    if by_scope.is_empty() {
+        return kept;
+    }
+    if doc.get("registry").is_none() {
+        doc.insert("registry", Item::ArrayOfTables(ArrayOfTables::new()));
+    }
+    if let Some(aot) = doc.get_mut("registry").and_then(Item::as_array_of_tables_mut) {
+        for (_, t) in by_scope {
+            aot.push(t);
+        }
+    }
+    kept
+}
+
+/// Scopes (as containers/image keys them: prefix, else location, trailing `/` stripped) of the
+/// `[[registry]]` tables in `doc` that hold anything the agent manages. Used to warn when a drop-in
+/// shadows them.
+pub fn managed_scopes(doc: &DocumentMut) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(aot) = doc.get("registry").and_then(Item::as_array_of_tables) else { return out };
+    let has_marker = |s: Option<&str>| s.map(|s| s.contains(MARKER)).unwrap_or(false);
+    for t in aot.iter() {
+        let table_managed = has_marker(t.decor().suffix().and_then(|s| s.as_str()));
+        let key_managed = t.iter().any(|(_, v)| matches!(v, Item::Value(v) if has_marker(v.decor().suffix().and_then(|s| s.as_str()))));
+        let mirror_managed = t
+            .get("mirror")
+            .and_then(Item::as_array_of_tables)
+            .map(|ms| {
+                ms.iter().any(|m| {
+                    has_marker(m.decor().suffix().and_then(|s| s.as_str()))
+                        || m.iter().any(|(_, v)| matches!(v, Item::Value(v) if has_marker(v.decor().suffix().and_then(|s| s.as_str()))))
+                })
+            })
+            .unwrap_or(false);
+        if table_managed || key_managed || mirror_managed {
+            out.push(scope_of(t).trim_end_matches('/').to_string());
+        }
+    }
+    out
+}
+
+/// A whole drop-in file holding `entries` (complete entries: a drop-in replaces the main file's entry
+/// with the same prefix, so it must carry the base mirrors and flags too).
+pub fn render_dropin(entries: &[Registry], header: &str) -> String {
+    let mut doc = DocumentMut::new();
+    let mut aot = ArrayOfTables::new();
+    for r in entries {
+        let mut t = registry_table(r);
+        t.decor_mut().set_suffix("");
+        if let Some(ms) = t.get_mut("mirror").and_then(Item::as_array_of_tables_mut) {
+            for m in ms.iter_mut() {
+                m.decor_mut().set_suffix("");
+            }
+        }
+        aot.push(t);
+    }
+    if !aot.is_empty() {
+        doc.insert("registry", Item::ArrayOfTables(aot));
+    }
+    format!("{header}{doc}")
+}
