@@ -38,9 +38,15 @@ fn all_digest_only(r: &Registry) -> bool {
 
 /// Classify the change from `old` to `new` exactly as the machine-config-daemon does.
 pub fn classify(old: &ConfView<'_>, new: &ConfView<'_>) -> Classification {
-    let unsafe_because = |reason: String| Classification { safe: false, reason };
-    if old.search.len() > new.search.len() || old.search.iter().zip(new.search).any(|(a, b)| a != b) {
-        return unsafe_because("unqualified-search-registries changed other than by appending".into());
+    let unsafe_because = |reason: String| Classification {
+        safe: false,
+        reason,
+    };
+    if old.search.len() > new.search.len() || old.search.iter().zip(new.search).any(|(a, b)| a != b)
+    {
+        return unsafe_because(
+            "unqualified-search-registries changed other than by appending".into(),
+        );
     }
     let old_map = by_scope(old.registries);
     let new_map = by_scope(new.registries);
@@ -57,26 +63,43 @@ pub fn classify(old: &ConfView<'_>, new: &ConfView<'_>) -> Classification {
         match old_map.get(*scope) {
             Some(old_reg) if old_reg != new_reg => {
                 if old_reg.prefix != new_reg.prefix {
-                    return unsafe_because(format!("prefix value for registry {scope} has changed from {} to {}", old_reg.prefix, new_reg.prefix));
+                    return unsafe_because(format!(
+                        "prefix value for registry {scope} has changed from {} to {}",
+                        old_reg.prefix, new_reg.prefix
+                    ));
                 }
                 if old_reg.location != new_reg.location {
-                    return unsafe_because(format!("location value for registry {scope} has changed from {} to {}", old_reg.location, new_reg.location));
+                    return unsafe_because(format!(
+                        "location value for registry {scope} has changed from {} to {}",
+                        old_reg.location, new_reg.location
+                    ));
                 }
                 if old_reg.blocked != new_reg.blocked {
-                    return unsafe_because(format!("blocked value for registry {scope} has changed from {} to {}", old_reg.blocked, new_reg.blocked));
+                    return unsafe_because(format!(
+                        "blocked value for registry {scope} has changed from {} to {}",
+                        old_reg.blocked, new_reg.blocked
+                    ));
                 }
                 if old_reg.insecure != new_reg.insecure {
-                    return unsafe_because(format!("insecure value for registry {scope} has changed from {} to {}", old_reg.insecure, new_reg.insecure));
+                    return unsafe_because(format!(
+                        "insecure value for registry {scope} has changed from {} to {}",
+                        old_reg.insecure, new_reg.insecure
+                    ));
                 }
                 for m in &old_reg.mirrors {
                     if !new_reg.mirrors.iter().any(|n| n.location == m.location) {
-                        return unsafe_because(format!("mirror {} has been removed in registry {scope}", m.location));
+                        return unsafe_because(format!(
+                            "mirror {} has been removed in registry {scope}",
+                            m.location
+                        ));
                     }
                 }
                 for m in &new_reg.mirrors {
                     match old_reg.mirrors.iter().find(|o| o.location == m.location) {
                         Some(o) => {
-                            if m.pull_from_mirror != o.pull_from_mirror && m.pull_from_mirror != DIGEST_ONLY {
+                            if m.pull_from_mirror != o.pull_from_mirror
+                                && m.pull_from_mirror != DIGEST_ONLY
+                            {
                                 return unsafe_because(format!(
                                     "pull-from-mirror value for mirror {} has changed from {} to {}",
                                     m.location, o.pull_from_mirror, m.pull_from_mirror
@@ -102,7 +125,10 @@ pub fn classify(old: &ConfView<'_>, new: &ConfView<'_>) -> Classification {
             }
         }
     }
-    Classification { safe: true, reason: "changes made are safe to skip drain (CRI-O reload only)".into() }
+    Classification {
+        safe: true,
+        reason: "changes made are safe to skip drain (CRI-O reload only)".into(),
+    }
 }
 
 #[cfg(test)]
@@ -113,7 +139,14 @@ mod tests {
     fn reg(loc: &str, mirrors: &[(&str, &str)]) -> Registry {
         Registry {
             location: loc.into(),
-            mirrors: mirrors.iter().map(|(l, p)| Mirror { location: l.to_string(), insecure: false, pull_from_mirror: p.to_string() }).collect(),
+            mirrors: mirrors
+                .iter()
+                .map(|(l, p)| Mirror {
+                    location: l.to_string(),
+                    insecure: false,
+                    pull_from_mirror: p.to_string(),
+                })
+                .collect(),
             ..Registry::default()
         }
     }
@@ -123,7 +156,10 @@ mod tests {
         let empty: Vec<Registry> = vec![];
         let idms = vec![reg("a.com", &[("m.com", DIGEST_ONLY)])];
         let itms = vec![reg("a.com", &[("m.com", TAG_ONLY)])];
-        let v = |r: &'static [Registry]| ConfView { search: &[], registries: r };
+        let v = |r: &'static [Registry]| ConfView {
+            search: &[],
+            registries: r,
+        };
         let leak = |x: Vec<Registry>| -> &'static [Registry] { Box::leak(x.into_boxed_slice()) };
         assert!(classify(&v(leak(empty.clone())), &v(leak(idms.clone()))).safe);
         assert!(!classify(&v(leak(empty.clone())), &v(leak(itms))).safe);

@@ -63,7 +63,13 @@ pub struct LoadedConf {
 }
 
 fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> Option<usize> {
-    span.map(|s| text[..s.start.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1)
+    span.map(|s| {
+        text[..s.start.min(text.len())]
+            .bytes()
+            .filter(|b| *b == b'\n')
+            .count()
+            + 1
+    })
 }
 
 struct Ctx<'a> {
@@ -72,12 +78,26 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: Option<std::ops::Range<usize>>, what: impl Into<String>, message: impl Into<String>) -> LoadError {
-        LoadError { file: self.file.to_string(), line: line_of(self.text, span), what: what.into(), message: message.into() }
+    fn err(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        what: impl Into<String>,
+        message: impl Into<String>,
+    ) -> LoadError {
+        LoadError {
+            file: self.file.to_string(),
+            line: line_of(self.text, span),
+            what: what.into(),
+            message: message.into(),
+        }
     }
 
     fn type_err(&self, item: &Item, path: &str, want: &str) -> LoadError {
-        self.err(item.span(), path, format!("expected {want}, found {}", describe(item)))
+        self.err(
+            item.span(),
+            path,
+            format!("expected {want}, found {}", describe(item)),
+        )
     }
 
     fn string(&self, item: &Item, path: &str) -> Result<String, LoadError> {
@@ -95,12 +115,18 @@ impl Ctx<'_> {
     }
 
     fn strings(&self, item: &Item, path: &str) -> Result<Vec<String>, LoadError> {
-        let arr = item.as_array().ok_or_else(|| self.type_err(item, path, "an array of strings"))?;
+        let arr = item
+            .as_array()
+            .ok_or_else(|| self.type_err(item, path, "an array of strings"))?;
         arr.iter()
             .enumerate()
             .map(|(i, v)| match v.as_str() {
                 Some(s) => Ok(s.to_string()),
-                None => Err(self.err(v.span(), format!("{path}[{i}]"), format!("expected a string, found {}", describe_value(v)))),
+                None => Err(self.err(
+                    v.span(),
+                    format!("{path}[{i}]"),
+                    format!("expected a string, found {}", describe_value(v)),
+                )),
             })
             .collect()
     }
@@ -149,7 +175,11 @@ impl<'a> TableRef<'a> {
 }
 
 /// The list of tables under `key` (`[[key]]` or `key = [{...}]`), or a type error.
-fn table_list<'a>(ctx: &Ctx<'_>, item: &'a Item, path: &str) -> Result<Vec<TableRef<'a>>, LoadError> {
+fn table_list<'a>(
+    ctx: &Ctx<'_>,
+    item: &'a Item,
+    path: &str,
+) -> Result<Vec<TableRef<'a>>, LoadError> {
     match item {
         Item::ArrayOfTables(a) => Ok(a.iter().map(TableRef::Table).collect()),
         Item::Value(Value::Array(arr)) => arr
@@ -157,7 +187,11 @@ fn table_list<'a>(ctx: &Ctx<'_>, item: &'a Item, path: &str) -> Result<Vec<Table
             .enumerate()
             .map(|(i, v)| match v {
                 Value::InlineTable(t) => Ok(TableRef::Inline(t)),
-                other => Err(ctx.err(other.span(), format!("{path}[{i}]"), format!("expected a table, found {}", describe_value(other)))),
+                other => Err(ctx.err(
+                    other.span(),
+                    format!("{path}[{i}]"),
+                    format!("expected a table, found {}", describe_value(other)),
+                )),
             })
             .collect(),
         other => Err(ctx.type_err(other, path, "an array of tables")),
@@ -174,16 +208,29 @@ pub fn decode(file: &str, text: &str) -> Result<LoadedConf, LoadError> {
     let ctx = Ctx { file, text };
     let doc = ImDocument::parse(text).map_err(|e| {
         let msg = e.message().trim().replace('\n', " ");
-        LoadError { file: file.to_string(), line: line_of(text, e.span()), what: "TOML syntax error".into(), message: msg }
+        LoadError {
+            file: file.to_string(),
+            line: line_of(text, e.span()),
+            what: "TOML syntax error".into(),
+            message: msg,
+        }
     })?;
-    let mut conf = LoadedConf { file: file.to_string(), ..LoadedConf::default() };
+    let mut conf = LoadedConf {
+        file: file.to_string(),
+        ..LoadedConf::default()
+    };
     let mut v1_nonempty = false;
-    let mut v1 = (None::<Vec<String>>, None::<Vec<String>>, None::<Vec<String>>);
+    let mut v1 = (
+        None::<Vec<String>>,
+        None::<Vec<String>>,
+        None::<Vec<String>>,
+    );
     for (key, item) in doc.iter() {
         match key {
             "registry" => {
                 for (i, t) in table_list(&ctx, item, "registry")?.into_iter().enumerate() {
-                    conf.registries.push(decode_registry(&ctx, &t, i, &mut conf.unknown_keys)?);
+                    conf.registries
+                        .push(decode_registry(&ctx, &t, i, &mut conf.unknown_keys)?);
                 }
             }
             "unqualified-search-registries" => {
@@ -191,7 +238,9 @@ pub fn decode(file: &str, text: &str) -> Result<LoadedConf, LoadError> {
             }
             "credential-helpers" => conf.credential_helpers = Some(ctx.strings(item, key)?),
             "short-name-mode" => conf.short_name_mode = ctx.string(item, key)?,
-            "additional-layer-store-auth-helper" => conf.additional_layer_store_auth_helper = ctx.string(item, key)?,
+            "additional-layer-store-auth-helper" => {
+                conf.additional_layer_store_auth_helper = ctx.string(item, key)?
+            }
             "aliases" => {
                 let t = match item {
                     Item::Table(t) => TableRef::Table(t),
@@ -214,37 +263,62 @@ pub fn decode(file: &str, text: &str) -> Result<LoadedConf, LoadError> {
                     let sub = match &v {
                         Item::Table(t) => TableRef::Table(t),
                         Item::Value(Value::InlineTable(t)) => TableRef::Inline(t),
-                        other => return Err(ctx.type_err(other, &format!("registries.{k}"), "a table")),
+                        other => {
+                            return Err(ctx.type_err(other, &format!("registries.{k}"), "a table"))
+                        }
                     };
                     let mut list = None;
                     for (kk, vv) in sub.iter() {
                         if kk == "registries" {
                             list = Some(ctx.strings(&vv, &format!("registries.{k}.registries"))?);
                         } else {
-                            conf.unknown_keys.push((format!("registries.{k}.{kk}"), line_of(text, vv.span())));
+                            conf.unknown_keys
+                                .push((format!("registries.{k}.{kk}"), line_of(text, vv.span())));
                         }
                     }
                     match k {
                         "search" => v1.0 = list,
                         "insecure" => v1.1 = list,
                         "block" => v1.2 = list,
-                        _ => conf.unknown_keys.push((format!("registries.{k}"), line_of(text, sub.span()))),
+                        _ => conf
+                            .unknown_keys
+                            .push((format!("registries.{k}"), line_of(text, sub.span()))),
                     }
                 }
-                v1_nonempty = [&v1.0, &v1.1, &v1.2].iter().any(|l| l.as_ref().map(|l| !l.is_empty()).unwrap_or(false));
+                v1_nonempty = [&v1.0, &v1.1, &v1.2]
+                    .iter()
+                    .any(|l| l.as_ref().map(|l| !l.is_empty()).unwrap_or(false));
             }
-            other => conf.unknown_keys.push((other.to_string(), line_of(text, item.span()))),
+            other => conf
+                .unknown_keys
+                .push((other.to_string(), line_of(text, item.span()))),
         }
     }
     if v1_nonempty {
         let v2_nonempty = !conf.registries.is_empty()
-            || conf.unqualified_search_registries.as_ref().map(|l| !l.is_empty()).unwrap_or(false)
-            || conf.credential_helpers.as_ref().map(|l| !l.is_empty()).unwrap_or(false)
+            || conf
+                .unqualified_search_registries
+                .as_ref()
+                .map(|l| !l.is_empty())
+                .unwrap_or(false)
+            || conf
+                .credential_helpers
+                .as_ref()
+                .map(|l| !l.is_empty())
+                .unwrap_or(false)
             || !conf.short_name_mode.is_empty()
             || !conf.additional_layer_store_auth_helper.is_empty()
-            || conf.aliases.as_ref().map(|a| !a.is_empty()).unwrap_or(false);
+            || conf
+                .aliases
+                .as_ref()
+                .map(|a| !a.is_empty())
+                .unwrap_or(false);
         if v2_nonempty {
-            return Err(ctx.err(None, "registries", "mixing sysregistry v1/v2 is not supported"));
+            return Err(ctx.err(
+                None,
+                "registries",
+                "mixing sysregistry v1/v2 is not supported",
+            ));
         }
         conf.was_v1 = true;
         convert_v1(&mut conf, v1.0, v1.1, v1.2, &ctx)?;
@@ -252,16 +326,29 @@ pub fn decode(file: &str, text: &str) -> Result<LoadedConf, LoadError> {
     Ok(conf)
 }
 
-fn convert_v1(conf: &mut LoadedConf, search: Option<Vec<String>>, insecure: Option<Vec<String>>, block: Option<Vec<String>>, ctx: &Ctx<'_>) -> Result<(), LoadError> {
+fn convert_v1(
+    conf: &mut LoadedConf,
+    search: Option<Vec<String>>,
+    insecure: Option<Vec<String>>,
+    block: Option<Vec<String>>,
+    ctx: &Ctx<'_>,
+) -> Result<(), LoadError> {
     let mut order: Vec<String> = Vec::new();
     let mut map: BTreeMap<String, Registry> = BTreeMap::new();
     for (list, is_block) in [(block, true), (insecure, false)] {
         for (i, loc) in list.into_iter().flatten().enumerate() {
-            let what = format!("registries.{}.registries[{i}]", if is_block { "block" } else { "insecure" });
+            let what = format!(
+                "registries.{}.registries[{i}]",
+                if is_block { "block" } else { "insecure" }
+            );
             let loc = parse_location(&loc).map_err(|m| ctx.err(None, what, m))?;
             let reg = map.entry(loc.clone()).or_insert_with(|| {
                 order.push(loc.clone());
-                Registry { prefix: loc.clone(), location: loc.clone(), ..Registry::default() }
+                Registry {
+                    prefix: loc.clone(),
+                    location: loc.clone(),
+                    ..Registry::default()
+                }
             });
             if is_block {
                 reg.blocked = true;
@@ -273,12 +360,21 @@ fn convert_v1(conf: &mut LoadedConf, search: Option<Vec<String>>, insecure: Opti
     conf.unqualified_search_registries = search;
     conf.registries = order
         .into_iter()
-        .map(|l| LoadedRegistry { registry: map.remove(&l).unwrap_or_default(), line: None, file: conf.file.clone() })
+        .map(|l| LoadedRegistry {
+            registry: map.remove(&l).unwrap_or_default(),
+            line: None,
+            file: conf.file.clone(),
+        })
         .collect();
     Ok(())
 }
 
-fn decode_registry(ctx: &Ctx<'_>, t: &TableRef<'_>, index: usize, unknown: &mut Vec<(String, Option<usize>)>) -> Result<LoadedRegistry, LoadError> {
+fn decode_registry(
+    ctx: &Ctx<'_>,
+    t: &TableRef<'_>,
+    index: usize,
+    unknown: &mut Vec<(String, Option<usize>)>,
+) -> Result<LoadedRegistry, LoadError> {
     let mut r = Registry::default();
     let mut reg_pfm = String::new();
     let path = format!("registry[{index}]");
@@ -317,17 +413,31 @@ fn decode_registry(ctx: &Ctx<'_>, t: &TableRef<'_>, index: usize, unknown: &mut 
         }
     }
     if !reg_pfm.is_empty() {
-        let scope = if r.prefix.is_empty() { r.location.clone() } else { r.prefix.clone() };
-        return Err(ctx.err(t.span(), format!("{}.pull-from-mirror", entry_name(index, &scope)), format!("pull-from-mirror must not be set for a non-mirror registry {scope:?}")));
+        let scope = if r.prefix.is_empty() {
+            r.location.clone()
+        } else {
+            r.prefix.clone()
+        };
+        return Err(ctx.err(
+            t.span(),
+            format!("{}.pull-from-mirror", entry_name(index, &scope)),
+            format!("pull-from-mirror must not be set for a non-mirror registry {scope:?}"),
+        ));
     }
-    Ok(LoadedRegistry { registry: r, line, file: ctx.file.to_string() })
+    Ok(LoadedRegistry {
+        registry: r,
+        line,
+        file: ctx.file.to_string(),
+    })
 }
 
 /// containers/image `parseLocation`: strip trailing `/`, refuse URI schemes.
 pub fn parse_location(input: &str) -> Result<String, String> {
     let trimmed = input.trim_end_matches('/');
     if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
-        return Err(format!("invalid location '{input}': URI schemes are not supported"));
+        return Err(format!(
+            "invalid location '{input}': URI schemes are not supported"
+        ));
     }
     Ok(trimmed.to_string())
 }
@@ -336,7 +446,10 @@ fn domain_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
         let comp = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
-        Regex::new(&format!(r"^(?:{comp}(?:\.{comp})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?$")).expect("domain regex")
+        Regex::new(&format!(
+            r"^(?:{comp}(?:\.{comp})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?$"
+        ))
+        .expect("domain regex")
     })
 }
 
@@ -359,7 +472,8 @@ fn parse_reference(s: &str) -> Option<ParsedRef> {
         .expect("reference regex")
     });
     let c = re.captures(s)?;
-    let name_len = c.get(1).map(|m| m.as_str().len() + 1).unwrap_or(0) + c.get(2).map(|m| m.as_str().len()).unwrap_or(0);
+    let name_len = c.get(1).map(|m| m.as_str().len() + 1).unwrap_or(0)
+        + c.get(2).map(|m| m.as_str().len()).unwrap_or(0);
     if name_len > 255 {
         return None;
     }
@@ -378,18 +492,23 @@ fn has_registry(domain: &str) -> bool {
 fn validate_alias(name: &str, value: &str) -> Result<(), String> {
     let r = parse_reference(name).ok_or_else(|| format!("cannot parse short name: {name:?}"))?;
     if r.digested {
-        return Err(format!("invalid short name {name:?}: must not contain digest"));
+        return Err(format!(
+            "invalid short name {name:?}: must not contain digest"
+        ));
     }
     if r.tagged {
         return Err(format!("invalid short name {name:?}: must not contain tag"));
     }
     if has_registry(&r.domain) {
-        return Err(format!("invalid short name {name:?}: must not contain registry"));
+        return Err(format!(
+            "invalid short name {name:?}: must not contain registry"
+        ));
     }
     if value.is_empty() {
         return Ok(());
     }
-    let v = parse_reference(value).ok_or_else(|| format!("parsing alias {value:?}: invalid reference format"))?;
+    let v = parse_reference(value)
+        .ok_or_else(|| format!("parsing alias {value:?}: invalid reference format"))?;
     if v.digested {
         return Err(format!("invalid alias {value:?}: must not contain digest"));
     }
@@ -397,7 +516,9 @@ fn validate_alias(name: &str, value: &str) -> Result<(), String> {
         return Err(format!("invalid alias {value:?}: must not contain tag"));
     }
     if !has_registry(&v.domain) {
-        return Err(format!("invalid alias {value:?}: must contain registry and repository"));
+        return Err(format!(
+            "invalid alias {value:?}: must contain registry and repository"
+        ));
     }
     Ok(())
 }
@@ -406,27 +527,50 @@ fn validate_alias(name: &str, value: &str) -> Result<(), String> {
 /// Normalises locations and prefixes in place; the first rejection is returned.
 pub fn post_process(conf: &mut LoadedConf) -> Result<(), LoadError> {
     let file = conf.file.clone();
-    let at = |line: Option<usize>, what: String, message: String| LoadError { file: file.clone(), line, what, message };
+    let at = |line: Option<usize>, what: String, message: String| LoadError {
+        file: file.clone(),
+        line,
+        what,
+        message,
+    };
     for (i, lr) in conf.registries.iter_mut().enumerate() {
         let r = &mut lr.registry;
-        let name = entry_name(i, if r.prefix.is_empty() { &r.location } else { &r.prefix });
-        r.location = parse_location(&r.location).map_err(|m| at(lr.line, format!("{name}.location"), m))?;
+        let name = entry_name(
+            i,
+            if r.prefix.is_empty() {
+                &r.location
+            } else {
+                &r.prefix
+            },
+        );
+        r.location =
+            parse_location(&r.location).map_err(|m| at(lr.line, format!("{name}.location"), m))?;
         if r.prefix.is_empty() {
             if r.location.is_empty() {
-                return Err(at(lr.line, name, "invalid condition: both location and prefix are unset".into()));
+                return Err(at(
+                    lr.line,
+                    name,
+                    "invalid condition: both location and prefix are unset".into(),
+                ));
             }
             r.prefix = r.location.clone();
         } else {
-            r.prefix = parse_location(&r.prefix).map_err(|m| at(lr.line, format!("{name}.prefix"), m))?;
+            r.prefix =
+                parse_location(&r.prefix).map_err(|m| at(lr.line, format!("{name}.prefix"), m))?;
             if !r.prefix.starts_with("*.") && r.location.is_empty() {
                 return Err(at(lr.line, name, "invalid condition: location is unset and prefix is not in the format: *.example.com".into()));
             }
         }
         for (j, m) in r.mirrors.iter_mut().enumerate() {
             let mname = format!("{name}.mirror[{j}]");
-            m.location = parse_location(&m.location).map_err(|e| at(lr.line, format!("{mname}.location"), e))?;
+            m.location = parse_location(&m.location)
+                .map_err(|e| at(lr.line, format!("{mname}.location"), e))?;
             if m.location.is_empty() {
-                return Err(at(lr.line, mname, "invalid condition: mirror location is unset".into()));
+                return Err(at(
+                    lr.line,
+                    mname,
+                    "invalid condition: mirror location is unset".into(),
+                ));
             }
             if r.mirror_by_digest_only && !m.pull_from_mirror.is_empty() {
                 return Err(at(
@@ -438,11 +582,17 @@ pub fn post_process(conf: &mut LoadedConf) -> Result<(), LoadError> {
                     ),
                 ));
             }
-            if !matches!(m.pull_from_mirror.as_str(), "" | "all" | "digest-only" | "tag-only") {
+            if !matches!(
+                m.pull_from_mirror.as_str(),
+                "" | "all" | "digest-only" | "tag-only"
+            ) {
                 return Err(at(
                     lr.line,
                     format!("{mname}.pull-from-mirror"),
-                    format!("unsupported pull-from-mirror value {:?} for mirror {:?}", m.pull_from_mirror, m.location),
+                    format!(
+                        "unsupported pull-from-mirror value {:?} for mirror {:?}",
+                        m.pull_from_mirror, m.location
+                    ),
                 ));
             }
         }
@@ -451,11 +601,22 @@ pub fn post_process(conf: &mut LoadedConf) -> Result<(), LoadError> {
     let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, lr) in conf.registries.iter().enumerate() {
         let r = &lr.registry;
-        by_key.entry(if r.location.is_empty() { &r.prefix } else { &r.location }).or_default().push(i);
+        by_key
+            .entry(if r.location.is_empty() {
+                &r.prefix
+            } else {
+                &r.location
+            })
+            .or_default()
+            .push(i);
     }
     for (i, lr) in conf.registries.iter().enumerate() {
         let r = &lr.registry;
-        let key = if r.location.is_empty() { &r.prefix } else { &r.location };
+        let key = if r.location.is_empty() {
+            &r.prefix
+        } else {
+            &r.location
+        };
         for &j in &by_key[key.as_str()] {
             let o = &conf.registries[j].registry;
             let name = entry_name(i, key);
@@ -472,13 +633,26 @@ pub fn post_process(conf: &mut LoadedConf) -> Result<(), LoadError> {
             let what = format!("unqualified-search-registries[{i}]");
             let reg = parse_location(entry).map_err(|m| at(None, what.clone(), m))?;
             if !domain_regex().is_match(&reg) {
-                return Err(at(None, what, format!("Invalid unqualified-search-registries entry {reg:?}")));
+                return Err(at(
+                    None,
+                    what,
+                    format!("Invalid unqualified-search-registries entry {reg:?}"),
+                ));
             }
             *entry = reg;
         }
     }
-    if !conf.short_name_mode.is_empty() && !matches!(conf.short_name_mode.as_str(), "disabled" | "enforcing" | "permissive") {
-        return Err(at(None, "short-name-mode".into(), format!("invalid short-name mode: {:?}", conf.short_name_mode)));
+    if !conf.short_name_mode.is_empty()
+        && !matches!(
+            conf.short_name_mode.as_str(),
+            "disabled" | "enforcing" | "permissive"
+        )
+    {
+        return Err(at(
+            None,
+            "short-name-mode".into(),
+            format!("invalid short-name mode: {:?}", conf.short_name_mode),
+        ));
     }
     for (i, lr) in conf.registries.iter().enumerate() {
         let p = &lr.registry.prefix;
@@ -491,7 +665,13 @@ pub fn post_process(conf: &mut LoadedConf) -> Result<(), LoadError> {
         }
     }
     for (name, value) in conf.aliases.iter().flatten() {
-        validate_alias(name, value).map_err(|m| at(None, format!("aliases.{name}"), format!("validating short-name aliases: {m}")))?;
+        validate_alias(name, value).map_err(|m| {
+            at(
+                None,
+                format!("aliases.{name}"),
+                format!("validating short-name aliases: {m}"),
+            )
+        })?;
     }
     Ok(())
 }
@@ -507,7 +687,12 @@ pub fn load(file: &str, text: &str) -> Result<LoadedConf, LoadError> {
 pub fn load_dropin(file: &str, text: &str) -> Result<LoadedConf, LoadError> {
     let mut conf = decode(file, text)?;
     if conf.was_v1 {
-        return Err(LoadError { file: file.to_string(), line: None, what: "registries".into(), message: "registry must be in v2 format but is in v1".into() });
+        return Err(LoadError {
+            file: file.to_string(),
+            line: None,
+            what: "registries".into(),
+            message: "registry must be in v2 format but is in v1".into(),
+        });
     }
     post_process(&mut conf)?;
     Ok(conf)
@@ -540,7 +725,9 @@ impl EffectiveConf {
         let mut best: Option<&LoadedRegistry> = None;
         for r in &self.registries {
             if ref_matches_prefix(reference, &r.registry.prefix) {
-                let better = best.map(|b| r.registry.prefix.len() > b.registry.prefix.len()).unwrap_or(true);
+                let better = best
+                    .map(|b| r.registry.prefix.len() > b.registry.prefix.len())
+                    .unwrap_or(true);
                 if better {
                     best = Some(r);
                 }
@@ -567,7 +754,10 @@ pub fn ref_matches_prefix(reference: &str, prefix: &str) -> bool {
 /// Merge the main file and drop-ins (already loaded, in lexical order) as containers/image does.
 pub fn merge_effective(main: LoadedConf, dropins: Vec<LoadedConf>) -> EffectiveConf {
     let had_dropins = !dropins.is_empty();
-    let mut eff = EffectiveConf { had_dropins, ..EffectiveConf::default() };
+    let mut eff = EffectiveConf {
+        had_dropins,
+        ..EffectiveConf::default()
+    };
     let mut by_prefix: BTreeMap<String, LoadedRegistry> = BTreeMap::new();
     for conf in std::iter::once(main).chain(dropins) {
         let mut seen: BTreeMap<String, ()> = BTreeMap::new();
@@ -617,22 +807,37 @@ mod tests {
 
     #[test]
     fn rejections_carry_containers_messages() {
-        assert!(err("[[registry]]\nlocation = \"http://a.com\"\n").contains("invalid location 'http://a.com': URI schemes are not supported"));
-        assert!(err("[[registry]]\ninsecure = true\n").contains("invalid condition: both location and prefix are unset"));
-        assert!(err("[[registry]]\nprefix = \"a.com\"\n").contains("location is unset and prefix is not in the format"));
-        assert!(err("[[registry]]\nlocation = \"a.com\"\n[[registry.mirror]]\ninsecure = true\n").contains("invalid condition: mirror location is unset"));
-        assert!(err("[[registry]]\nlocation = \"a.com\"\npull-from-mirror = \"all\"\n").contains("pull-from-mirror must not be set for a non-mirror registry \"a.com\""));
+        assert!(err("[[registry]]\nlocation = \"http://a.com\"\n")
+            .contains("invalid location 'http://a.com': URI schemes are not supported"));
+        assert!(err("[[registry]]\ninsecure = true\n")
+            .contains("invalid condition: both location and prefix are unset"));
+        assert!(err("[[registry]]\nprefix = \"a.com\"\n")
+            .contains("location is unset and prefix is not in the format"));
+        assert!(
+            err("[[registry]]\nlocation = \"a.com\"\n[[registry.mirror]]\ninsecure = true\n")
+                .contains("invalid condition: mirror location is unset")
+        );
+        assert!(
+            err("[[registry]]\nlocation = \"a.com\"\npull-from-mirror = \"all\"\n")
+                .contains("pull-from-mirror must not be set for a non-mirror registry \"a.com\"")
+        );
         assert!(err("[[registry]]\nlocation = \"a.com\"\n[[registry.mirror]]\nlocation = \"m\"\npull-from-mirror = \"bogus\"\n").contains("unsupported pull-from-mirror value \"bogus\" for mirror \"m\""));
         assert!(err("[[registry]]\nlocation = \"a.com\"\nmirror-by-digest-only = true\n[[registry.mirror]]\nlocation = \"m\"\npull-from-mirror = \"all\"\n").contains("cannot set mirror usage mirror-by-digest-only"));
         assert!(err("[[registry]]\nlocation = \"a.com\"\ninsecure = true\n[[registry]]\nlocation = \"a.com\"\n").contains("registry 'a.com' is defined multiple times with conflicting 'insecure' setting"));
-        assert!(err("[[registry]]\nprefix = \"*.a.com/x\"\n").contains("Wildcarded prefix should be in the format"));
-        assert!(err("unqualified-search-registries = [\"a.com/ns\"]\n").contains("Invalid unqualified-search-registries entry \"a.com/ns\""));
+        assert!(err("[[registry]]\nprefix = \"*.a.com/x\"\n")
+            .contains("Wildcarded prefix should be in the format"));
+        assert!(err("unqualified-search-registries = [\"a.com/ns\"]\n")
+            .contains("Invalid unqualified-search-registries entry \"a.com/ns\""));
         assert!(err("short-name-mode = \"loud\"\n").contains("invalid short-name mode: \"loud\""));
-        assert!(err("[registries.search]\nregistries = [\"a.com\"]\n[[registry]]\nlocation = \"b.com\"\n").contains("mixing sysregistry v1/v2 is not supported"));
+        assert!(err(
+            "[registries.search]\nregistries = [\"a.com\"]\n[[registry]]\nlocation = \"b.com\"\n"
+        )
+        .contains("mixing sysregistry v1/v2 is not supported"));
         assert!(err("[aliases]\n\"a.com/x\" = \"b.com/x\"\n").contains("must not contain registry"));
         assert!(err("[aliases]\nx = \"b.com/x:1\"\n").contains("must not contain tag"));
         assert!(err("[aliases]\nx = \"x/y\"\n").contains("must contain registry and repository"));
-        assert!(err("[[registry]]\nlocation = 1\n").contains("registry[0].location: expected a string, found an integer"));
+        assert!(err("[[registry]]\nlocation = 1\n")
+            .contains("registry[0].location: expected a string, found an integer"));
         assert!(err("a = [\n").contains("TOML syntax error"));
     }
 
@@ -649,7 +854,12 @@ mod tests {
         let c = load("r.conf", "[registries.search]\nregistries = [\"a.com\"]\n[registries.block]\nregistries = [\"b.com\"]\n").unwrap();
         assert!(c.was_v1);
         assert!(c.registries[0].registry.blocked);
-        assert!(load_dropin("d.conf", "[registries.search]\nregistries = [\"a.com\"]\n").unwrap_err().to_string().contains("registry must be in v2 format but is in v1"));
+        assert!(
+            load_dropin("d.conf", "[registries.search]\nregistries = [\"a.com\"]\n")
+                .unwrap_err()
+                .to_string()
+                .contains("registry must be in v2 format but is in v1")
+        );
     }
 
     #[test]

@@ -18,7 +18,14 @@ pub const MARKER: &str = "# rhel-node-agent:managed";
 pub const MARKER_VERSION: u32 = 1;
 
 /// Keys the agent writes in a `[[registry]]` table it manages.
-const AGENT_REGISTRY_KEYS: &[&str] = &["prefix", "location", "insecure", "blocked", "mirror-by-digest-only", "mirror"];
+const AGENT_REGISTRY_KEYS: &[&str] = &[
+    "prefix",
+    "location",
+    "insecure",
+    "blocked",
+    "mirror-by-digest-only",
+    "mirror",
+];
 /// Keys the agent writes in a `[[registry.mirror]]` table it manages.
 const AGENT_MIRROR_KEYS: &[&str] = &["location", "insecure", "pull-from-mirror"];
 
@@ -39,18 +46,29 @@ enum Marker {
 
 /// Find the agent's marker in a decor suffix. Returns the byte offset where our text starts
 /// (including the one space we put before it) and what it says.
-fn find_marker(suffix: &str, file: &str, what: &str) -> Result<Option<(usize, Marker)>, MirrorError> {
-    let Some(pos) = suffix.rfind(MARKER) else { return Ok(None) };
+fn find_marker(
+    suffix: &str,
+    file: &str,
+    what: &str,
+) -> Result<Option<(usize, Marker)>, MirrorError> {
+    let Some(pos) = suffix.rfind(MARKER) else {
+        return Ok(None);
+    };
     let rest = suffix[pos + MARKER.len()..].trim();
     let mut words = rest.split_whitespace();
-    let version = words.next().and_then(|v| v.strip_prefix('v')).and_then(|v| v.parse::<u32>().ok());
+    let version = words
+        .next()
+        .and_then(|v| v.strip_prefix('v'))
+        .and_then(|v| v.parse::<u32>().ok());
     match version {
         Some(1) => {}
         Some(v) if v > MARKER_VERSION => {
             return Err(MirrorError::NotEditable {
                 file: file.to_string(),
                 what: what.to_string(),
-                message: format!("managed by a newer rhel-node-agent (marker v{v}); refusing to edit it"),
+                message: format!(
+                    "managed by a newer rhel-node-agent (marker v{v}); refusing to edit it"
+                ),
             })
         }
         _ => {
@@ -73,7 +91,11 @@ fn find_marker(suffix: &str, file: &str, what: &str) -> Result<Option<(usize, Ma
             })
         }
     };
-    let start = if pos > 0 && suffix.as_bytes()[pos - 1] == b' ' { pos - 1 } else { pos };
+    let start = if pos > 0 && suffix.as_bytes()[pos - 1] == b' ' {
+        pos - 1
+    } else {
+        pos
+    };
     Ok(Some((start, marker)))
 }
 
@@ -120,19 +142,38 @@ fn scope_of(t: &Table) -> String {
 }
 
 /// Revert every managed key of `t` (keys set on an administrator's table).
-fn revert_keys(t: &mut Table, file: &str, what: &str, report: &mut StripReport) -> Result<(), MirrorError> {
+fn revert_keys(
+    t: &mut Table,
+    file: &str,
+    what: &str,
+    report: &mut StripReport,
+) -> Result<(), MirrorError> {
     let keys: Vec<String> = t.iter().map(|(k, _)| k.to_string()).collect();
     for k in keys {
-        let Some(Item::Value(v)) = t.get(&k) else { continue };
-        let suffix = v.decor().suffix().and_then(|s| s.as_str()).unwrap_or("").to_string();
-        let Some((start, marker)) = find_marker(&suffix, file, &format!("{what}.{k}"))? else { continue };
+        let Some(Item::Value(v)) = t.get(&k) else {
+            continue;
+        };
+        let suffix = v
+            .decor()
+            .suffix()
+            .and_then(|s| s.as_str())
+            .unwrap_or("")
+            .to_string();
+        let Some((start, marker)) = find_marker(&suffix, file, &format!("{what}.{k}"))? else {
+            continue;
+        };
         report.keys += 1;
         match marker {
             Marker::WasAbsent | Marker::Table => {
                 t.remove(&k);
             }
             Marker::WasFalse => {
-                let prefix = v.decor().prefix().and_then(|s| s.as_str()).unwrap_or(" ").to_string();
+                let prefix = v
+                    .decor()
+                    .prefix()
+                    .and_then(|s| s.as_str())
+                    .unwrap_or(" ")
+                    .to_string();
                 let mut nv = Value::from(false);
                 nv.decor_mut().set_prefix(prefix);
                 nv.decor_mut().set_suffix(suffix[..start].to_string());
@@ -145,15 +186,22 @@ fn revert_keys(t: &mut Table, file: &str, what: &str, report: &mut StripReport) 
 
 fn table_is_managed(t: &Table, file: &str, what: &str) -> Result<bool, MirrorError> {
     let suffix = t.decor().suffix().and_then(|s| s.as_str()).unwrap_or("");
-    Ok(matches!(find_marker(suffix, file, what)?, Some((_, Marker::Table))))
+    Ok(matches!(
+        find_marker(suffix, file, what)?,
+        Some((_, Marker::Table))
+    ))
 }
 
 /// Remove everything the agent manages from `doc`, leaving the administrator's file as it was
 /// before the agent touched it. `file` is only used in messages.
 pub fn strip_managed(doc: &mut DocumentMut, file: &str) -> Result<StripReport, MirrorError> {
     let mut report = StripReport::default();
-    let Some(item) = doc.get_mut("registry") else { return Ok(report) };
-    let Some(aot) = item.as_array_of_tables_mut() else { return Ok(report) };
+    let Some(item) = doc.get_mut("registry") else {
+        return Ok(report);
+    };
+    let Some(aot) = item.as_array_of_tables_mut() else {
+        return Ok(report);
+    };
     let mut i = aot.len();
     while i > 0 {
         i -= 1;
@@ -163,7 +211,12 @@ pub fn strip_managed(doc: &mut DocumentMut, file: &str) -> Result<StripReport, M
         if table_is_managed(t, file, &what)? {
             for (k, v) in t.iter() {
                 if !AGENT_REGISTRY_KEYS.contains(&k) {
-                    report.admin_keys.push(AdminKey { scope: scope.clone(), mirror: None, key: k.to_string(), item: v.clone() });
+                    report.admin_keys.push(AdminKey {
+                        scope: scope.clone(),
+                        mirror: None,
+                        key: k.to_string(),
+                        item: v.clone(),
+                    });
                 }
             }
             if let Some(Item::ArrayOfTables(ms)) = t.get("mirror") {
@@ -206,10 +259,19 @@ pub fn strip_managed(doc: &mut DocumentMut, file: &str) -> Result<StripReport, M
 
 fn collect_mirror_admin_keys(ms: &ArrayOfTables, scope: &str, report: &mut StripReport) {
     for m in ms.iter() {
-        let loc = m.get("location").and_then(|i| i.as_str()).unwrap_or("").to_string();
+        let loc = m
+            .get("location")
+            .and_then(|i| i.as_str())
+            .unwrap_or("")
+            .to_string();
         for (k, v) in m.iter() {
             if !AGENT_MIRROR_KEYS.contains(&k) {
-                report.admin_keys.push(AdminKey { scope: scope.to_string(), mirror: Some(loc.clone()), key: k.to_string(), item: v.clone() });
+                report.admin_keys.push(AdminKey {
+                    scope: scope.to_string(),
+                    mirror: Some(loc.clone()),
+                    key: k.to_string(),
+                    item: v.clone(),
+                });
             }
         }
     }
@@ -228,7 +290,10 @@ fn mirror_table(m: &Mirror) -> Table {
         t.insert("insecure", toml_edit::value(true));
     }
     if !m.pull_from_mirror.is_empty() {
-        t.insert("pull-from-mirror", toml_edit::value(m.pull_from_mirror.clone()));
+        t.insert(
+            "pull-from-mirror",
+            toml_edit::value(m.pull_from_mirror.clone()),
+        );
     }
     t
 }
@@ -241,7 +306,11 @@ fn registry_table(r: &Registry) -> Table {
     if !r.location.is_empty() {
         t.insert("location", toml_edit::value(r.location.clone()));
     }
-    for (k, on) in [("insecure", r.insecure), ("blocked", r.blocked), ("mirror-by-digest-only", r.mirror_by_digest_only)] {
+    for (k, on) in [
+        ("insecure", r.insecure),
+        ("blocked", r.blocked),
+        ("mirror-by-digest-only", r.mirror_by_digest_only),
+    ] {
         if on {
             t.insert(k, toml_edit::value(true));
         }
@@ -260,16 +329,28 @@ fn registry_table(r: &Registry) -> Table {
 fn set_flag_marked(t: &mut Table, key: &str) {
     match t.get(key) {
         Some(Item::Value(v)) => {
-            let prefix = v.decor().prefix().and_then(|s| s.as_str()).unwrap_or(" ").to_string();
-            let suffix = v.decor().suffix().and_then(|s| s.as_str()).unwrap_or("").to_string();
+            let prefix = v
+                .decor()
+                .prefix()
+                .and_then(|s| s.as_str())
+                .unwrap_or(" ")
+                .to_string();
+            let suffix = v
+                .decor()
+                .suffix()
+                .and_then(|s| s.as_str())
+                .unwrap_or("")
+                .to_string();
             let mut nv = Value::from(true);
             nv.decor_mut().set_prefix(prefix);
-            nv.decor_mut().set_suffix(format!("{suffix} {MARKER} v{MARKER_VERSION} was=false"));
+            nv.decor_mut()
+                .set_suffix(format!("{suffix} {MARKER} v{MARKER_VERSION} was=false"));
             t.insert(key, Item::Value(nv));
         }
         _ => {
             let mut nv = Value::from(true);
-            nv.decor_mut().set_suffix(format!(" {MARKER} v{MARKER_VERSION} was=absent"));
+            nv.decor_mut()
+                .set_suffix(format!(" {MARKER} v{MARKER_VERSION} was=absent"));
             t.insert(key, Item::Value(nv));
         }
     }
@@ -277,14 +358,27 @@ fn set_flag_marked(t: &mut Table, key: &str) {
 
 /// Write the difference between `base` (the entries of the stripped document, in order) and
 /// `rendered` (MCO's result on them) into `doc`, marking everything the agent adds or sets.
-pub fn apply_changes(doc: &mut DocumentMut, file: &str, base: &[Registry], rendered: &[Registry]) -> Result<(), MirrorError> {
+pub fn apply_changes(
+    doc: &mut DocumentMut,
+    file: &str,
+    base: &[Registry],
+    rendered: &[Registry],
+) -> Result<(), MirrorError> {
     let needs_base_edit = base.iter().zip(rendered).any(|(b, r)| b != r);
     let has_new = rendered.len() > base.len();
     if !needs_base_edit && !has_new {
         return Ok(());
     }
-    let not_editable = |what: String, message: &str| MirrorError::NotEditable { file: file.to_string(), what, message: message.to_string() };
-    if doc.get("registry").map(|i| !i.is_array_of_tables()).unwrap_or(false) {
+    let not_editable = |what: String, message: &str| MirrorError::NotEditable {
+        file: file.to_string(),
+        what,
+        message: message.to_string(),
+    };
+    if doc
+        .get("registry")
+        .map(|i| !i.is_array_of_tables())
+        .unwrap_or(false)
+    {
         return Err(not_editable(
             "registry".into(),
             "written as an inline array; in-place editing needs [[registry]] tables (use drop-in mode, or rewrite it as [[registry]] tables)",
@@ -293,33 +387,52 @@ pub fn apply_changes(doc: &mut DocumentMut, file: &str, base: &[Registry], rende
     if doc.get("registry").is_none() {
         doc.insert("registry", Item::ArrayOfTables(ArrayOfTables::new()));
     }
-    let aot = doc.get_mut("registry").and_then(Item::as_array_of_tables_mut).ok_or_else(|| not_editable("registry".into(), "not an array of tables"))?;
+    let aot = doc
+        .get_mut("registry")
+        .and_then(Item::as_array_of_tables_mut)
+        .ok_or_else(|| not_editable("registry".into(), "not an array of tables"))?;
     for (i, (b, r)) in base.iter().zip(rendered).enumerate() {
         if b == r {
             continue;
         }
         let what = super::containers::entry_name(i, b.scope());
-        let t = aot.get_mut(i).ok_or_else(|| not_editable(what.clone(), "entry missing from the document"))?;
+        let t = aot
+            .get_mut(i)
+            .ok_or_else(|| not_editable(what.clone(), "entry missing from the document"))?;
         for (k, was, now) in [
             ("insecure", b.insecure, r.insecure),
             ("blocked", b.blocked, r.blocked),
-            ("mirror-by-digest-only", b.mirror_by_digest_only, r.mirror_by_digest_only),
+            (
+                "mirror-by-digest-only",
+                b.mirror_by_digest_only,
+                r.mirror_by_digest_only,
+            ),
         ] {
             if !was && now {
                 set_flag_marked(t, k);
             }
         }
-        let mirrors_changed = b.mirrors.len() != r.mirrors.len() || b.mirrors.iter().zip(&r.mirrors).any(|(x, y)| x != y);
+        let mirrors_changed = b.mirrors.len() != r.mirrors.len()
+            || b.mirrors.iter().zip(&r.mirrors).any(|(x, y)| x != y);
         if !mirrors_changed {
             continue;
         }
-        if t.get("mirror").map(|m| !m.is_array_of_tables()).unwrap_or(false) {
-            return Err(not_editable(format!("{what}.mirror"), "written as an inline array; in-place editing needs [[registry.mirror]] tables"));
+        if t.get("mirror")
+            .map(|m| !m.is_array_of_tables())
+            .unwrap_or(false)
+        {
+            return Err(not_editable(
+                format!("{what}.mirror"),
+                "written as an inline array; in-place editing needs [[registry.mirror]] tables",
+            ));
         }
         if t.get("mirror").is_none() {
             t.insert("mirror", Item::ArrayOfTables(ArrayOfTables::new()));
         }
-        let ms = t.get_mut("mirror").and_then(Item::as_array_of_tables_mut).ok_or_else(|| not_editable(format!("{what}.mirror"), "not an array of tables"))?;
+        let ms = t
+            .get_mut("mirror")
+            .and_then(Item::as_array_of_tables_mut)
+            .ok_or_else(|| not_editable(format!("{what}.mirror"), "not an array of tables"))?;
         for (j, (bm, rm)) in b.mirrors.iter().zip(&r.mirrors).enumerate() {
             if !bm.insecure && rm.insecure {
                 if let Some(mt) = ms.get_mut(j) {
@@ -341,10 +454,20 @@ pub fn apply_changes(doc: &mut DocumentMut, file: &str, base: &[Registry], rende
 /// tables. Returns the keys that could not be placed (their table is no longer managed).
 pub fn reattach_admin_keys(doc: &mut DocumentMut, keys: Vec<AdminKey>) -> Vec<AdminKey> {
     let mut lost = Vec::new();
-    let Some(aot) = doc.get_mut("registry").and_then(Item::as_array_of_tables_mut) else { return keys };
+    let Some(aot) = doc
+        .get_mut("registry")
+        .and_then(Item::as_array_of_tables_mut)
+    else {
+        return keys;
+    };
     for k in keys {
         let target = aot.iter_mut().find(|t| {
-            let managed = t.decor().suffix().and_then(|s| s.as_str()).map(|s| s.contains(MARKER)).unwrap_or(false);
+            let managed = t
+                .decor()
+                .suffix()
+                .and_then(|s| s.as_str())
+                .map(|s| s.contains(MARKER))
+                .unwrap_or(false);
             managed && scope_of(t) == k.scope
         });
         let placed = match (target, &k.mirror) {
@@ -352,16 +475,21 @@ pub fn reattach_admin_keys(doc: &mut DocumentMut, keys: Vec<AdminKey>) -> Vec<Ad
                 t.insert(&k.key, k.item.clone());
                 true
             }
-            (Some(t), Some(loc)) => match t.get_mut("mirror").and_then(Item::as_array_of_tables_mut) {
-                Some(ms) => match ms.iter_mut().find(|m| m.get("location").and_then(|i| i.as_str()) == Some(loc)) {
-                    Some(m) => {
-                        m.insert(&k.key, k.item.clone());
-                        true
-                    }
+            (Some(t), Some(loc)) => {
+                match t.get_mut("mirror").and_then(Item::as_array_of_tables_mut) {
+                    Some(ms) => match ms
+                        .iter_mut()
+                        .find(|m| m.get("location").and_then(|i| i.as_str()) == Some(loc))
+                    {
+                        Some(m) => {
+                            m.insert(&k.key, k.item.clone());
+                            true
+                        }
+                        None => false,
+                    },
                     None => false,
-                },
-                None => false,
-            },
+                }
+            }
             (None, _) => false,
         };
         if !placed {
@@ -399,7 +527,10 @@ pub fn keep_orphaned_admin_keys(doc: &mut DocumentMut, keys: &[AdminKey]) -> Vec
     if doc.get("registry").is_none() {
         doc.insert("registry", Item::ArrayOfTables(ArrayOfTables::new()));
     }
-    if let Some(aot) = doc.get_mut("registry").and_then(Item::as_array_of_tables_mut) {
+    if let Some(aot) = doc
+        .get_mut("registry")
+        .and_then(Item::as_array_of_tables_mut)
+    {
         for (_, t) in by_scope {
             aot.push(t);
         }
@@ -412,7 +543,9 @@ pub fn keep_orphaned_admin_keys(doc: &mut DocumentMut, keys: &[AdminKey]) -> Vec
 /// shadows them.
 pub fn managed_scopes(doc: &DocumentMut) -> Vec<String> {
     let mut out = Vec::new();
-    let Some(aot) = doc.get("registry").and_then(Item::as_array_of_tables) else { return out };
+    let Some(aot) = doc.get("registry").and_then(Item::as_array_of_tables) else {
+        return out;
+    };
     let has_marker = |s: Option<&str>| s.map(|s| s.contains(MARKER)).unwrap_or(false);
     for t in aot.iter() {
         let table_managed = has_marker(t.decor().suffix().and_then(|s| s.as_str()));

@@ -81,20 +81,35 @@ fn repo_name(reference: &str) -> &str {
 }
 
 /// MCO's `getValidBlockedAndAllowedRegistries` (registries-spec §1.5) for registries.conf.
-fn filter_blocked(policies: &PolicySet, sets: &MergedMirrorSets, payload: Option<&str>, warnings: &mut Vec<String>) -> Vec<String> {
+fn filter_blocked(
+    policies: &PolicySet,
+    sets: &MergedMirrorSets,
+    payload: Option<&str>,
+    warnings: &mut Vec<String>,
+) -> Vec<String> {
     let image = policies.image.as_ref();
     let blocked: Vec<String> = image.and_then(|i| i.blocked.clone()).unwrap_or_default();
-    let Some(payload) = payload.filter(|p| !p.is_empty()) else { return blocked };
+    let Some(payload) = payload.filter(|p| !p.is_empty()) else {
+        return blocked;
+    };
     let payload = repo_name(payload);
     let insecure: Vec<String> = image.and_then(|i| i.insecure.clone()).unwrap_or_default();
-    let digest_only = MergedMirrorSets { digest: sets.digest.clone(), tag: vec![] };
+    let digest_only = MergedMirrorSets {
+        digest: sets.digest.clone(),
+        tag: vec![],
+    };
     let mut out = Vec::new();
     for scope in &blocked {
         if !is_nested(payload, scope) {
             out.push(scope.clone());
             continue;
         }
-        let input = RenderInput { sets: &digest_only, insecure: &insecure, blocked: &blocked, style: Style::Current };
+        let input = RenderInput {
+            sets: &digest_only,
+            insecure: &insecure,
+            blocked: &blocked,
+            style: Style::Current,
+        };
         let usable = render_entries(vec![], &input)
             .ok()
             .map(|entries| {
@@ -105,14 +120,27 @@ fn filter_blocked(policies: &PolicySet, sets: &MergedMirrorSets, payload: Option
                         if r.prefix.is_empty() {
                             r.prefix = r.location.clone();
                         }
-                        containers::LoadedRegistry { registry: r, line: None, file: String::new() }
+                        containers::LoadedRegistry {
+                            registry: r,
+                            line: None,
+                            file: String::new(),
+                        }
                     })
                     .collect();
                 match eff.find(payload) {
-                    Some(lr) => lr.registry.mirrors.iter().filter(|m| m.pull_from_mirror != super::model::TAG_ONLY).any(|m| {
-                        let pulled = format!("{}{}", m.location, &payload[lr.registry.prefix.len().min(payload.len())..]);
-                        !blocked.iter().any(|b| is_nested(&pulled, b))
-                    }),
+                    Some(lr) => lr
+                        .registry
+                        .mirrors
+                        .iter()
+                        .filter(|m| m.pull_from_mirror != super::model::TAG_ONLY)
+                        .any(|m| {
+                            let pulled = format!(
+                                "{}{}",
+                                m.location,
+                                &payload[lr.registry.prefix.len().min(payload.len())..]
+                            );
+                            !blocked.iter().any(|b| is_nested(&pulled, b))
+                        }),
                     None => false,
                 }
             })
@@ -134,28 +162,59 @@ fn filter_blocked(policies: &PolicySet, sets: &MergedMirrorSets, payload: Option
 /// The agent's earlier changes are removed first (by their markers), then MCO's algorithm runs on
 /// the administrator's own file, and the result is validated as containers/image would load it.
 /// Nothing is written here; the caller writes `output` only when `changed`.
-pub fn apply(file: &str, text: &str, policies: &PolicySet, opts: &ApplyOptions) -> Result<ApplyOutcome, MirrorError> {
+pub fn apply(
+    file: &str,
+    text: &str,
+    policies: &PolicySet,
+    opts: &ApplyOptions,
+) -> Result<ApplyOutcome, MirrorError> {
     // Syntax and types first, as MCO decodes the base before validating the policies.
     containers::decode(file, text).map_err(MirrorError::InvalidBase)?;
     let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
-        MirrorError::InvalidBase(containers::LoadError { file: file.into(), line: None, what: "TOML syntax error".into(), message: e.message().to_string() })
+        MirrorError::InvalidBase(containers::LoadError {
+            file: file.into(),
+            line: None,
+            what: "TOML syntax error".into(),
+            message: e.message().to_string(),
+        })
     })?;
     let strip = document::strip_managed(&mut doc, file)?;
-    let base_text = if strip.is_empty() { text.to_string() } else { line_ending_restore(text, doc.to_string()) };
+    let base_text = if strip.is_empty() {
+        text.to_string()
+    } else {
+        line_ending_restore(text, doc.to_string())
+    };
     let base_conf = containers::load(file, &base_text).map_err(MirrorError::InvalidBase)?;
     let mut warnings: Vec<String> = policies.warnings.clone();
     for (key, line) in &base_conf.unknown_keys {
-        warnings.push(format!("{file}{}: {key}: unknown key, ignored by containers/image", line.map(|l| format!(":{l}")).unwrap_or_default()));
+        warnings.push(format!(
+            "{file}{}: {key}: unknown key, ignored by containers/image",
+            line.map(|l| format!(":{l}")).unwrap_or_default()
+        ));
     }
     merge::validate(policies, opts.style)?;
     let sets = merge::merge(policies);
     let blocked = filter_blocked(policies, &sets, opts.payload_repo.as_deref(), &mut warnings);
-    let insecure: Vec<String> = policies.image.as_ref().and_then(|i| i.insecure.clone()).unwrap_or_default();
-    let base_entries: Vec<Registry> = containers::decode(file, &base_text).map_err(MirrorError::InvalidBase)?.registries.into_iter().map(|r| r.registry).collect();
+    let insecure: Vec<String> = policies
+        .image
+        .as_ref()
+        .and_then(|i| i.insecure.clone())
+        .unwrap_or_default();
+    let base_entries: Vec<Registry> = containers::decode(file, &base_text)
+        .map_err(MirrorError::InvalidBase)?
+        .registries
+        .into_iter()
+        .map(|r| r.registry)
+        .collect();
     let rendered = if policies.is_noop() {
         base_entries.clone()
     } else {
-        let input = RenderInput { sets: &sets, insecure: &insecure, blocked: &blocked, style: opts.style };
+        let input = RenderInput {
+            sets: &sets,
+            insecure: &insecure,
+            blocked: &blocked,
+            style: opts.style,
+        };
         render_entries(base_entries.clone(), &input)?
     };
     let summary = summarize(&sets, &base_entries, &rendered);
@@ -167,19 +226,36 @@ pub fn apply(file: &str, text: &str, policies: &PolicySet, opts: &ApplyOptions) 
             .filter(|(i, r)| base_entries.get(*i) != Some(*r))
             .map(|(_, r)| r.clone())
             .collect();
-        let dropin = if changed.is_empty() { None } else { Some(document::render_dropin(&changed, DROPIN_HEADER)) };
+        let dropin = if changed.is_empty() {
+            None
+        } else {
+            Some(document::render_dropin(&changed, DROPIN_HEADER))
+        };
         if !strip.admin_keys.is_empty() {
-            warnings.push("keys added by hand inside formerly managed tables were kept as unmanaged entries".into());
+            warnings.push(
+                "keys added by hand inside formerly managed tables were kept as unmanaged entries"
+                    .into(),
+            );
             document::keep_orphaned_admin_keys(&mut doc, &strip.admin_keys);
         }
-        let out = if strip.is_empty() { text.to_string() } else { line_ending_restore(text, doc.to_string()) };
+        let out = if strip.is_empty() {
+            text.to_string()
+        } else {
+            line_ending_restore(text, doc.to_string())
+        };
         (out, dropin)
     } else {
         document::apply_changes(&mut doc, file, &base_entries, &rendered)?;
         let lost = document::reattach_admin_keys(&mut doc, strip.admin_keys.clone());
         for k in &strip.admin_keys {
-            if !lost.iter().any(|l| l.scope == k.scope && l.key == k.key && l.mirror == k.mirror) {
-                warnings.push(format!("registry {:?}: key {:?} was added by hand inside a managed table; kept", k.scope, k.key));
+            if !lost
+                .iter()
+                .any(|l| l.scope == k.scope && l.key == k.key && l.mirror == k.mirror)
+            {
+                warnings.push(format!(
+                    "registry {:?}: key {:?} was added by hand inside a managed table; kept",
+                    k.scope, k.key
+                ));
             }
         }
         for k in lost.iter().filter(|k| k.mirror.is_some()) {
@@ -194,7 +270,11 @@ pub fn apply(file: &str, text: &str, policies: &PolicySet, opts: &ApplyOptions) 
             warnings.push(format!("{kept}: added by hand inside a managed table that is no longer managed; kept as an unmanaged entry"));
         }
         let unchanged = strip.is_empty() && rendered == base_entries && lost.is_empty();
-        let out = if unchanged { text.to_string() } else { line_ending_restore(text, doc.to_string()) };
+        let out = if unchanged {
+            text.to_string()
+        } else {
+            line_ending_restore(text, doc.to_string())
+        };
         (out, None)
     };
 
@@ -203,23 +283,56 @@ pub fn apply(file: &str, text: &str, policies: &PolicySet, opts: &ApplyOptions) 
     if let Some(d) = &dropin {
         containers::load_dropin("drop-in", d).map_err(MirrorError::InvalidResult)?;
     }
-    let search_dropin = policies.image.as_ref().and_then(|i| i.search.as_ref()).map(|list| render_search_dropin(list));
+    let search_dropin = policies
+        .image
+        .as_ref()
+        .and_then(|i| i.search.as_ref())
+        .map(|list| render_search_dropin(list));
     if let Some(s) = &search_dropin {
         containers::load_dropin(SEARCH_DROPIN_NAME, s).map_err(MirrorError::InvalidResult)?;
     }
-    let old_view: Vec<Registry> = containers::decode(file, text).map(|c| c.registries.into_iter().map(|r| r.registry).collect()).unwrap_or_default();
+    let old_view: Vec<Registry> = containers::decode(file, text)
+        .map(|c| c.registries.into_iter().map(|r| r.registry).collect())
+        .unwrap_or_default();
     let old_search = base_conf_search(text, file);
-    let new_search = new_main.unqualified_search_registries.clone().unwrap_or_default();
-    let classification = classify(&ConfView { search: &old_search, registries: &old_view }, &ConfView { search: &new_search, registries: &rendered });
-    Ok(ApplyOutcome { changed: output != text, output, dropin, search_dropin, classification, warnings, summary, entries: rendered })
+    let new_search = new_main
+        .unqualified_search_registries
+        .clone()
+        .unwrap_or_default();
+    let classification = classify(
+        &ConfView {
+            search: &old_search,
+            registries: &old_view,
+        },
+        &ConfView {
+            search: &new_search,
+            registries: &rendered,
+        },
+    );
+    Ok(ApplyOutcome {
+        changed: output != text,
+        output,
+        dropin,
+        search_dropin,
+        classification,
+        warnings,
+        summary,
+        entries: rendered,
+    })
 }
 
 fn base_conf_search(text: &str, file: &str) -> Vec<String> {
-    containers::decode(file, text).ok().and_then(|c| c.unqualified_search_registries).unwrap_or_default()
+    containers::decode(file, text)
+        .ok()
+        .and_then(|c| c.unqualified_search_registries)
+        .unwrap_or_default()
 }
 
 fn summarize(sets: &MergedMirrorSets, base: &[Registry], rendered: &[Registry]) -> ManagedSummary {
-    let mut s = ManagedSummary { sources: sets.digest.len() + sets.tag.len(), ..ManagedSummary::default() };
+    let mut s = ManagedSummary {
+        sources: sets.digest.len() + sets.tag.len(),
+        ..ManagedSummary::default()
+    };
     for (i, r) in rendered.iter().enumerate() {
         match base.get(i) {
             Some(b) => {
@@ -290,38 +403,81 @@ fn describe_mirrors(ms: &[super::model::Mirror]) -> String {
 /// Compare the effective configuration (main file + drop-ins, as containers/image loads it) with
 /// what the policies require, as MCO would render them onto its template: for every scope the
 /// policies produce, the effective entry must have exactly those mirrors, in order, and flags.
-pub fn verify(effective: &EffectiveConf, policies: &PolicySet, opts: &ApplyOptions) -> Result<VerifyReport, MirrorError> {
+pub fn verify(
+    effective: &EffectiveConf,
+    policies: &PolicySet,
+    opts: &ApplyOptions,
+) -> Result<VerifyReport, MirrorError> {
     merge::validate(policies, opts.style)?;
     let sets = merge::merge(policies);
     let mut warnings = Vec::new();
     let blocked = filter_blocked(policies, &sets, opts.payload_repo.as_deref(), &mut warnings);
-    let insecure: Vec<String> = policies.image.as_ref().and_then(|i| i.insecure.clone()).unwrap_or_default();
+    let insecure: Vec<String> = policies
+        .image
+        .as_ref()
+        .and_then(|i| i.insecure.clone())
+        .unwrap_or_default();
     let desired = if policies.is_noop() {
         vec![]
     } else {
-        render_entries(vec![], &RenderInput { sets: &sets, insecure: &insecure, blocked: &blocked, style: opts.style })?
+        render_entries(
+            vec![],
+            &RenderInput {
+                sets: &sets,
+                insecure: &insecure,
+                blocked: &blocked,
+                style: opts.style,
+            },
+        )?
     };
-    let mut report = VerifyReport { checked: desired.len(), differences: vec![] };
+    let mut report = VerifyReport {
+        checked: desired.len(),
+        differences: vec![],
+    };
     for want in &desired {
         let scope = want.scope().trim_end_matches('/').to_string();
-        let mut diff = |message: String| report.differences.push(Difference { scope: scope.clone(), message });
-        let Some(have) = effective.registries.iter().find(|r| r.registry.prefix == scope) else {
-            diff(format!("missing: want an entry with mirrors {}", describe_mirrors(&want.mirrors)));
+        let mut diff = |message: String| {
+            report.differences.push(Difference {
+                scope: scope.clone(),
+                message,
+            })
+        };
+        let Some(have) = effective
+            .registries
+            .iter()
+            .find(|r| r.registry.prefix == scope)
+        else {
+            diff(format!(
+                "missing: want an entry with mirrors {}",
+                describe_mirrors(&want.mirrors)
+            ));
             continue;
         };
         let h = &have.registry;
         let want_mirrors: Vec<super::model::Mirror> = want
             .mirrors
             .iter()
-            .map(|m| super::model::Mirror { location: m.location.trim_end_matches('/').to_string(), ..m.clone() })
+            .map(|m| super::model::Mirror {
+                location: m.location.trim_end_matches('/').to_string(),
+                ..m.clone()
+            })
             .collect();
         if h.mirrors != want_mirrors {
-            diff(format!("mirrors: want {}, have {} (from {})", describe_mirrors(&want_mirrors), describe_mirrors(&h.mirrors), have.file));
+            diff(format!(
+                "mirrors: want {}, have {} (from {})",
+                describe_mirrors(&want_mirrors),
+                describe_mirrors(&h.mirrors),
+                have.file
+            ));
         }
         for (key, w, g) in [
             ("insecure", want.insecure, h.insecure),
             ("blocked", want.blocked, h.blocked),
-            ("mirror-by-digest-only", want.mirror_by_digest_only, h.mirror_by_digest_only),
+            (
+                "mirror-by-digest-only",
+                want.mirror_by_digest_only,
+                h.mirror_by_digest_only,
+            ),
         ] {
             if w != g {
                 diff(format!("{key}: want {w}, have {g} (from {})", have.file));
@@ -329,7 +485,11 @@ pub fn verify(effective: &EffectiveConf, policies: &PolicySet, opts: &ApplyOptio
         }
     }
     if let Some(search) = policies.image.as_ref().and_then(|i| i.search.as_ref()) {
-        let have = effective.unqualified_search_registries.as_ref().map(|(l, _)| l.clone()).unwrap_or_default();
+        let have = effective
+            .unqualified_search_registries
+            .as_ref()
+            .map(|(l, _)| l.clone())
+            .unwrap_or_default();
         if &have != search {
             report.differences.push(Difference {
                 scope: "unqualified-search-registries".into(),

@@ -37,20 +37,25 @@ const HOST_COMPONENT: &str = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9
 const PATH_COMPONENT: &str = r"[a-z0-9]+(?:(?:(?:[._]|__|[-]*)[a-z0-9]+)+)?";
 
 fn mirror_pattern() -> String {
-    format!(r"(?:{HOST_COMPONENT}(?:(?:\.{HOST_COMPONENT})+)?(?::[0-9]+)?)(?:(?:/{PATH_COMPONENT})+)?")
+    format!(
+        r"(?:{HOST_COMPONENT}(?:(?:\.{HOST_COMPONENT})+)?(?::[0-9]+)?)(?:(?:/{PATH_COMPONENT})+)?"
+    )
 }
 
 fn source_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
         let wildcard = format!(r"\*(?:\.{HOST_COMPONENT})+");
-        Regex::new(&format!(r"^(?:{wildcard}|{})$", mirror_pattern())).expect("source regex compiles")
+        Regex::new(&format!(r"^(?:{wildcard}|{})$", mirror_pattern()))
+            .expect("source regex compiles")
     })
 }
 
 fn mirror_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(&format!(r"^(?:{})$", mirror_pattern())).expect("mirror regex compiles"))
+    RE.get_or_init(|| {
+        Regex::new(&format!(r"^(?:{})$", mirror_pattern())).expect("mirror regex compiles")
+    })
 }
 
 /// True when `source` is a valid IDMS/ITMS/ICSP source (MCO ≥ 4.16).
@@ -88,13 +93,24 @@ pub fn validate(set: &PolicySet, style: Style) -> Result<(), MirrorError> {
     let image_origin = set.image_origin.as_ref();
     if let Some(img) = &set.image {
         for (list, what, field) in [
-            (&img.insecure, "insecure", "spec.registrySources.insecureRegistries"),
-            (&img.blocked, "blocked", "spec.registrySources.blockedRegistries"),
+            (
+                &img.insecure,
+                "insecure",
+                "spec.registrySources.insecureRegistries",
+            ),
+            (
+                &img.blocked,
+                "blocked",
+                "spec.registrySources.blockedRegistries",
+            ),
         ] {
             for (i, scope) in list.iter().flatten().enumerate() {
                 if !is_valid_registries_conf_scope(scope) {
                     return Err(MirrorError::Validation {
-                        location: format!("{}: {field}[{i}]", image_origin.map(|o| o.to_string()).unwrap_or_default()),
+                        location: format!(
+                            "{}: {field}[{i}]",
+                            image_origin.map(|o| o.to_string()).unwrap_or_default()
+                        ),
                         message: format!("invalid entry for {what} registries {scope:?}"),
                     });
                 }
@@ -111,7 +127,11 @@ fn validate_current(set: &PolicySet) -> Result<(), MirrorError> {
     let mut policies: HashMap<&str, SourcePolicy> = HashMap::new();
     for e in validation_order(set) {
         if !is_valid_source(&e.source) {
-            return Err(MirrorError::policy(e, "source", format!("invalid format for source {:?}", e.source)));
+            return Err(MirrorError::policy(
+                e,
+                "source",
+                format!("invalid format for source {:?}", e.source),
+            ));
         }
         let policy = parse_source_policy(e)?;
         match policies.get(e.source.as_str()) {
@@ -132,7 +152,11 @@ fn validate_current(set: &PolicySet) -> Result<(), MirrorError> {
         }
         for (j, m) in e.mirrors.iter().enumerate() {
             if !is_valid_mirror(m) {
-                return Err(MirrorError::policy(e, &format!("mirrors[{j}]"), format!("invalid format for mirror {m:?}")));
+                return Err(MirrorError::policy(
+                    e,
+                    &format!("mirrors[{j}]"),
+                    format!("invalid format for mirror {m:?}"),
+                ));
             }
             if policy == SourcePolicy::NeverContactSource && *m == e.source {
                 return Err(MirrorError::policy(
@@ -163,17 +187,36 @@ fn validate_legacy(set: &PolicySet) -> Result<(), MirrorError> {
     }
     for e in &set.entries {
         if e.source.is_empty() {
-            return Err(MirrorError::policy(e, "source", "invalid empty entry for source configuration".into()));
+            return Err(MirrorError::policy(
+                e,
+                "source",
+                "invalid empty entry for source configuration".into(),
+            ));
         }
         if e.source.contains('*') {
-            return Err(MirrorError::policy(e, "source", format!("wildcard entries are not supported with mirror configuration {:?}", e.source)));
+            return Err(MirrorError::policy(
+                e,
+                "source",
+                format!(
+                    "wildcard entries are not supported with mirror configuration {:?}",
+                    e.source
+                ),
+            ));
         }
         for (j, m) in e.mirrors.iter().enumerate() {
             if m.is_empty() {
-                return Err(MirrorError::policy(e, &format!("mirrors[{j}]"), "invalid empty entry for mirror configuration".into()));
+                return Err(MirrorError::policy(
+                    e,
+                    &format!("mirrors[{j}]"),
+                    "invalid empty entry for mirror configuration".into(),
+                ));
             }
             if m.contains('*') {
-                return Err(MirrorError::policy(e, &format!("mirrors[{j}]"), format!("wildcard entries are not supported with mirror configuration {m:?}")));
+                return Err(MirrorError::policy(
+                    e,
+                    &format!("mirrors[{j}]"),
+                    format!("wildcard entries are not supported with mirror configuration {m:?}"),
+                ));
             }
         }
     }
@@ -209,13 +252,19 @@ pub fn merge(set: &PolicySet) -> MergedMirrorSets {
             })
             .collect()
     };
-    MergedMirrorSets { digest: group(true), tag: group(false) }
+    MergedMirrorSets {
+        digest: group(true),
+        tag: group(false),
+    }
 }
 
 /// runtime-utils `mergedMirrors`: build the precedence graph of every entry's mirror list (plus
 /// last-mirror → source when the entry does not list the source) and sort it topologically
 /// (Kahn, FIFO, ascending batches, deterministic cycle breaking). Spec §3.4.
-pub fn merged_mirrors<'a>(source: &str, lists: impl IntoIterator<Item = &'a [String]>) -> Vec<String> {
+pub fn merged_mirrors<'a>(
+    source: &str,
+    lists: impl IntoIterator<Item = &'a [String]>,
+) -> Vec<String> {
     let mut graph = Graph::default();
     for list in lists {
         for pair in list.windows(2) {
@@ -258,11 +307,15 @@ impl<'a> Graph<'a> {
     }
 
     fn sorted(&self) -> Vec<String> {
-        let mut remaining_preds: BTreeMap<&str, usize> = self.pred.iter().map(|(n, p)| (*n, p.len())).collect();
+        let mut remaining_preds: BTreeMap<&str, usize> =
+            self.pred.iter().map(|(n, p)| (*n, p.len())).collect();
         let mut emitted: BTreeSet<&str> = BTreeSet::new();
         let mut out = Vec::with_capacity(self.succ.len());
-        let mut queue: std::collections::VecDeque<&str> =
-            remaining_preds.iter().filter(|(_, c)| **c == 0).map(|(n, _)| *n).collect();
+        let mut queue: std::collections::VecDeque<&str> = remaining_preds
+            .iter()
+            .filter(|(_, c)| **c == 0)
+            .map(|(n, _)| *n)
+            .collect();
         let mut queued: BTreeSet<&str> = queue.iter().copied().collect();
         while out.len() < self.succ.len() {
             let node = match queue.pop_front() {
@@ -316,9 +369,15 @@ mod tests {
     #[test]
     fn spec_examples() {
         assert_eq!(mm("src", &[&["B", "C"], &["A", "B"]]), v(&["A", "B", "C"]));
-        assert_eq!(mm("src", &[&["z1", "y2"], &["y2", "x3"]]), v(&["z1", "y2", "x3"]));
+        assert_eq!(
+            mm("src", &[&["z1", "y2"], &["y2", "x3"]]),
+            v(&["z1", "y2", "x3"])
+        );
         assert_eq!(mm("src", &[&["c"], &["a"], &["b"]]), v(&["a", "b", "c"]));
-        assert_eq!(mm("src", &[&["r1", "r2"], &["lm2", "r2", "r1"]]), v(&["lm2", "r1", "r2"]));
+        assert_eq!(
+            mm("src", &[&["r1", "r2"], &["lm2", "r2", "r1"]]),
+            v(&["lm2", "r1", "r2"])
+        );
     }
 
     #[test]
@@ -336,10 +395,28 @@ mod tests {
 
     #[test]
     fn regexes() {
-        for ok in ["registry.redhat.io", "a.com/ns/repo", "localhost:5000/a_b/c__d/e-f/g--h", "*.example.com", "1.2.3.4:5000"] {
+        for ok in [
+            "registry.redhat.io",
+            "a.com/ns/repo",
+            "localhost:5000/a_b/c__d/e-f/g--h",
+            "*.example.com",
+            "1.2.3.4:5000",
+        ] {
             assert!(is_valid_source(ok), "{ok}");
         }
-        for bad in ["", "A.com/Repo", "*.a.com/ns", "a.com/", "a.com:port", " a.com", "a.com ", "http://a.com", "a.com/x:tag", "a.com@sha256:abc", "*a.com"] {
+        for bad in [
+            "",
+            "A.com/Repo",
+            "*.a.com/ns",
+            "a.com/",
+            "a.com:port",
+            " a.com",
+            "a.com ",
+            "http://a.com",
+            "a.com/x:tag",
+            "a.com@sha256:abc",
+            "*a.com",
+        ] {
             assert!(!is_valid_source(bad), "{bad}");
         }
         assert!(!is_valid_mirror("*.a.com"));

@@ -34,7 +34,9 @@ impl std::str::FromStr for Style {
         match s {
             "current" => Ok(Style::Current),
             "legacy" => Ok(Style::Legacy),
-            other => Err(format!("unknown style {other:?}: expected current or legacy")),
+            other => Err(format!(
+                "unknown style {other:?}: expected current or legacy"
+            )),
         }
     }
 }
@@ -61,7 +63,9 @@ pub enum MirrorError {
     #[error("{0} (the existing file is not valid for containers/image; nothing was changed)")]
     InvalidBase(containers::LoadError),
     /// The rendered registries.conf would be rejected by containers/image.
-    #[error("{0} (the rendered result would be rejected by containers/image; nothing was changed)")]
+    #[error(
+        "{0} (the rendered result would be rejected by containers/image; nothing was changed)"
+    )]
     InvalidResult(containers::LoadError),
     /// The document cannot be edited in place (inline arrays, a newer marker, …).
     #[error("{file}: {what}: {message}")]
@@ -78,6 +82,9 @@ pub enum MirrorError {
 impl MirrorError {
     /// A validation error located at a policy entry's field.
     pub(crate) fn policy(e: &policy::MirrorEntry, field: &str, message: String) -> MirrorError {
-        MirrorError::Validation { location: format!("{}: {}.{field}", e.origin, e.path), message }
+        MirrorError::Validation {
+            location: format!("{}: {}.{field}", e.origin, e.path),
+            message,
+        }
     }
 }

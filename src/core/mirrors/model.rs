@@ -33,9 +33,15 @@ impl Registry {
     /// A new entry for `scope` as MCO creates it: wildcard scopes go in `prefix`, others in `location`.
     pub fn for_scope(scope: &str) -> Registry {
         if scope.starts_with("*.") {
-            Registry { prefix: scope.to_string(), ..Registry::default() }
+            Registry {
+                prefix: scope.to_string(),
+                ..Registry::default()
+            }
         } else {
-            Registry { location: scope.to_string(), ..Registry::default() }
+            Registry {
+                location: scope.to_string(),
+                ..Registry::default()
+            }
         }
     }
 }

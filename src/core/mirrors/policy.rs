@@ -133,7 +133,10 @@ impl PolicySet {
 
     /// Objects of each mirror kind present, for `--style legacy` checks.
     pub fn objects_of(&self, kind: MirrorKind) -> impl Iterator<Item = &Origin> {
-        self.objects.iter().filter(move |o| o.object.starts_with(kind.kind_name()) && o.object[kind.kind_name().len()..].starts_with('/'))
+        self.objects.iter().filter(move |o| {
+            o.object.starts_with(kind.kind_name())
+                && o.object[kind.kind_name().len()..].starts_with('/')
+        })
     }
 }
 
@@ -145,7 +148,11 @@ pub enum PolicyError {
     NotUtf8 { file: String, offset: usize },
     /// The file is larger than [`MAX_POLICY_BYTES`].
     #[error("{file}: {size} bytes is larger than the {max} bytes a policy file may have")]
-    TooLarge { file: String, size: usize, max: usize },
+    TooLarge {
+        file: String,
+        size: usize,
+        max: usize,
+    },
     /// YAML/JSON syntax error or a field of the wrong type.
     #[error("{file}: {message}")]
     Syntax { file: String, message: String },
@@ -209,13 +216,22 @@ impl PolicySet {
     /// its objects to the set. `file` is only used in messages.
     pub fn add_text(&mut self, file: &str, bytes: &[u8]) -> Result<(), PolicyError> {
         if bytes.len() > MAX_POLICY_BYTES {
-            return Err(PolicyError::TooLarge { file: file.to_string(), size: bytes.len(), max: MAX_POLICY_BYTES });
+            return Err(PolicyError::TooLarge {
+                file: file.to_string(),
+                size: bytes.len(),
+                max: MAX_POLICY_BYTES,
+            });
         }
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| PolicyError::NotUtf8 { file: file.to_string(), offset: e.valid_up_to() })?;
+        let text = std::str::from_utf8(bytes).map_err(|e| PolicyError::NotUtf8 {
+            file: file.to_string(),
+            offset: e.valid_up_to(),
+        })?;
         if text.contains('\0') {
             let offset = text.find('\0').unwrap_or(0);
-            return Err(PolicyError::NotUtf8 { file: file.to_string(), offset });
+            return Err(PolicyError::NotUtf8 {
+                file: file.to_string(),
+                offset,
+            });
         }
         let options = serde_saphyr::options! {
             budget: serde_saphyr::budget! {
@@ -224,7 +240,10 @@ impl PolicySet {
             },
         };
         let docs: Vec<Spanned<RawObject>> = serde_saphyr::from_multiple_with_options(text, options)
-            .map_err(|e| PolicyError::Syntax { file: file.to_string(), message: one_line(&e.to_string()) })?;
+            .map_err(|e| PolicyError::Syntax {
+                file: file.to_string(),
+                message: one_line(&e.to_string()),
+            })?;
         for doc in docs {
             let line = doc.defined.line();
             self.add_object(file, line, doc.value, false)?;
@@ -232,16 +251,37 @@ impl PolicySet {
         Ok(())
     }
 
-    fn add_object(&mut self, file: &str, line: u64, raw: RawObject, in_list: bool) -> Result<(), PolicyError> {
+    fn add_object(
+        &mut self,
+        file: &str,
+        line: u64,
+        raw: RawObject,
+        in_list: bool,
+    ) -> Result<(), PolicyError> {
         let kind = raw.kind.clone().unwrap_or_default();
-        let name = raw.metadata.as_ref().and_then(|m| m.name.clone()).unwrap_or_default();
-        let origin = Origin { file: file.to_string(), line, object: format!("{}/{}", if kind.is_empty() { "<no kind>" } else { &kind }, name) };
+        let name = raw
+            .metadata
+            .as_ref()
+            .and_then(|m| m.name.clone())
+            .unwrap_or_default();
+        let origin = Origin {
+            file: file.to_string(),
+            line,
+            object: format!(
+                "{}/{}",
+                if kind.is_empty() { "<no kind>" } else { &kind },
+                name
+            ),
+        };
         let api = raw.api_version.clone().unwrap_or_default();
         let check_api = |want: &str| -> Result<(), PolicyError> {
             if api.is_empty() || api == want {
                 Ok(())
             } else {
-                Err(PolicyError::Object { origin: origin.clone(), message: format!("apiVersion: {api:?} is not {want:?}") })
+                Err(PolicyError::Object {
+                    origin: origin.clone(),
+                    message: format!("apiVersion: {api:?} is not {want:?}"),
+                })
             }
         };
         let mirror_kind = match kind.as_str() {
@@ -303,13 +343,20 @@ impl PolicySet {
         for (i, e) in list.unwrap_or_default().into_iter().enumerate() {
             let entry_line = e.defined.line();
             let raw = e.value;
-            let source_policy = if mirror_kind == MirrorKind::Icsp { None } else { raw.mirror_source_policy.filter(|p| !p.is_empty()) };
+            let source_policy = if mirror_kind == MirrorKind::Icsp {
+                None
+            } else {
+                raw.mirror_source_policy.filter(|p| !p.is_empty())
+            };
             self.entries.push(MirrorEntry {
                 kind: mirror_kind,
                 source: raw.source.unwrap_or_default(),
                 mirrors: raw.mirrors.unwrap_or_default(),
                 source_policy,
-                origin: Origin { line: if entry_line > 0 { entry_line } else { line }, ..origin.clone() },
+                origin: Origin {
+                    line: if entry_line > 0 { entry_line } else { line },
+                    ..origin.clone()
+                },
                 path: format!("{}[{i}]", mirror_kind.field_name()),
             });
         }
@@ -320,7 +367,11 @@ impl PolicySet {
 
 /// Collapse a multi-line parser message (serde-saphyr renders snippets) into one line.
 fn one_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -362,10 +413,20 @@ items:
         assert_eq!(set.entries.len(), 2);
         assert_eq!(set.entries[0].kind, MirrorKind::Icsp);
         assert_eq!(set.entries[0].mirrors.len(), 2);
-        assert_eq!(set.entries[1].source_policy.as_deref(), Some("NeverContactSource"));
-        assert_eq!(set.image.as_ref().unwrap().insecure.as_deref(), Some(&["insecure.com".to_string()][..]));
+        assert_eq!(
+            set.entries[1].source_policy.as_deref(),
+            Some("NeverContactSource")
+        );
+        assert_eq!(
+            set.image.as_ref().unwrap().insecure.as_deref(),
+            Some(&["insecure.com".to_string()][..])
+        );
         assert_eq!(set.objects.len(), 3);
-        assert!(set.entries[1].origin.line > 10, "{:?}", set.entries[1].origin);
+        assert!(
+            set.entries[1].origin.line > 10,
+            "{:?}",
+            set.entries[1].origin
+        );
     }
 
     #[test]
@@ -379,8 +440,13 @@ items:
     #[test]
     fn errors_name_the_file_and_object() {
         let mut set = PolicySet::default();
-        let err = set.add_text("x.yaml", b"kind: Pod\nmetadata: {name: p}\n").unwrap_err();
-        assert!(err.to_string().contains("x.yaml:1: Pod/p: kind: \"Pod\""), "{err}");
+        let err = set
+            .add_text("x.yaml", b"kind: Pod\nmetadata: {name: p}\n")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("x.yaml:1: Pod/p: kind: \"Pod\""),
+            "{err}"
+        );
         let err = set.add_text("y.yaml", b"kind: [\n").unwrap_err();
         assert!(err.to_string().starts_with("y.yaml: "), "{err}");
         let err = set.add_text("z.yaml", &[0xff, 0xfe, 0x00]).unwrap_err();
@@ -390,11 +456,18 @@ items:
     #[test]
     fn image_not_cluster_is_ignored_and_two_clusters_fail() {
         let mut set = PolicySet::default();
-        set.add_text("a.yaml", b"apiVersion: config.openshift.io/v1\nkind: Image\nmetadata: {name: other}\n").unwrap();
+        set.add_text(
+            "a.yaml",
+            b"apiVersion: config.openshift.io/v1\nkind: Image\nmetadata: {name: other}\n",
+        )
+        .unwrap();
         assert_eq!(set.warnings.len(), 1);
         assert!(set.image.is_none());
-        set.add_text("b.yaml", b"kind: Image\nmetadata: {name: cluster}\n").unwrap();
-        let err = set.add_text("c.yaml", b"kind: Image\nmetadata: {name: cluster}\n").unwrap_err();
+        set.add_text("b.yaml", b"kind: Image\nmetadata: {name: cluster}\n")
+            .unwrap();
+        let err = set
+            .add_text("c.yaml", b"kind: Image\nmetadata: {name: cluster}\n")
+            .unwrap_err();
         assert!(matches!(err, PolicyError::DuplicateImage { .. }));
     }
 }

@@ -18,7 +18,10 @@ fn find(list: &mut Vec<Registry>, scope: &str) -> usize {
 }
 
 /// The spec's steps 1–6, literally.
-pub fn render_entries(mut list: Vec<Registry>, input: &RenderInput<'_>) -> Result<Vec<Registry>, MirrorError> {
+pub fn render_entries(
+    mut list: Vec<Registry>,
+    input: &RenderInput<'_>,
+) -> Result<Vec<Registry>, MirrorError> {
     let legacy = input.style == Style::Legacy;
     let sets: &MergedMirrorSets = input.sets;
     for (buckets, usage) in [(&sets.digest, DIGEST_ONLY), (&sets.tag, TAG_ONLY)] {
@@ -34,7 +37,11 @@ pub fn render_entries(mut list: Vec<Registry>, input: &RenderInput<'_>) -> Resul
                 list[i].mirrors.push(Mirror {
                     location: m.clone(),
                     insecure: false,
-                    pull_from_mirror: if legacy { String::new() } else { usage.to_string() },
+                    pull_from_mirror: if legacy {
+                        String::new()
+                    } else {
+                        usage.to_string()
+                    },
                 });
             }
         }
@@ -72,7 +79,10 @@ pub fn render_entries(mut list: Vec<Registry>, input: &RenderInput<'_>) -> Resul
         let parent_mbdo = list[p].mirror_by_digest_only;
         for j in 0..list.len() {
             let e = &list[j];
-            if e.scope() != parent_scope && is_nested(e.scope(), &parent_scope) && e.mirrors.is_empty() {
+            if e.scope() != parent_scope
+                && is_nested(e.scope(), &parent_scope)
+                && e.mirrors.is_empty()
+            {
                 if parent_scope.starts_with("*.") {
                     return Err(MirrorError::Render(format!(
                         "internal error: mirrorsAdjustedForNestedScope for a wildcard scope {parent_scope:?}"
@@ -82,7 +92,10 @@ pub fn render_entries(mut list: Vec<Registry>, input: &RenderInput<'_>) -> Resul
                 let e = &mut list[j];
                 e.mirrors = parent_mirrors
                     .iter()
-                    .map(|m| Mirror { location: format!("{}{}", m.location, suffix), ..m.clone() })
+                    .map(|m| Mirror {
+                        location: format!("{}{}", m.location, suffix),
+                        ..m.clone()
+                    })
                     .collect();
                 if legacy && parent_mbdo {
                     e.mirror_by_digest_only = true;

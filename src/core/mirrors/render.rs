@@ -36,7 +36,10 @@ impl Entries {
         for (i, r) in base.iter().enumerate() {
             first_by_scope.entry(r.scope().to_string()).or_insert(i);
         }
-        Entries { list: base, first_by_scope }
+        Entries {
+            list: base,
+            first_by_scope,
+        }
     }
 
     /// runtime-utils `getRegistryEntry`: the first entry with this scope, appended when missing.
@@ -53,11 +56,17 @@ impl Entries {
 
 /// Apply the policies to `base` exactly as MCO edits its template: returns the new entry list.
 /// Base entries keep their positions; new entries are appended; nothing is removed.
-pub fn render_entries(base: Vec<Registry>, input: &RenderInput<'_>) -> Result<Vec<Registry>, MirrorError> {
+pub fn render_entries(
+    base: Vec<Registry>,
+    input: &RenderInput<'_>,
+) -> Result<Vec<Registry>, MirrorError> {
     let mut entries = Entries::new(base);
     let legacy = input.style == Style::Legacy;
     // Steps 1-2: mirrors per bucket.
-    for (buckets, usage) in [(&input.sets.digest, DIGEST_ONLY), (&input.sets.tag, TAG_ONLY)] {
+    for (buckets, usage) in [
+        (&input.sets.digest, DIGEST_ONLY),
+        (&input.sets.tag, TAG_ONLY),
+    ] {
         for b in buckets {
             let i = entries.find(&b.source);
             let e = &mut entries.list[i];
@@ -70,7 +79,11 @@ pub fn render_entries(base: Vec<Registry>, input: &RenderInput<'_>) -> Result<Ve
             e.mirrors.extend(b.mirrors.iter().map(|m| Mirror {
                 location: m.clone(),
                 insecure: false,
-                pull_from_mirror: if legacy { String::new() } else { usage.to_string() },
+                pull_from_mirror: if legacy {
+                    String::new()
+                } else {
+                    usage.to_string()
+                },
             }));
         }
     }
@@ -107,13 +120,25 @@ pub fn render_entries(base: Vec<Registry>, input: &RenderInput<'_>) -> Result<Ve
     }
     // Step 6: nested-scope mirror propagation; the first qualifying bucket (in step order) wins.
     let mut bucket_order: HashMap<&str, usize> = HashMap::new();
-    for (k, b) in input.sets.digest.iter().chain(input.sets.tag.iter()).enumerate() {
+    for (k, b) in input
+        .sets
+        .digest
+        .iter()
+        .chain(input.sets.tag.iter())
+        .enumerate()
+    {
         bucket_order.entry(b.source.as_str()).or_insert(k);
     }
     if bucket_order.is_empty() {
         return Ok(entries.list);
     }
-    let ordered_sources: Vec<&str> = input.sets.digest.iter().chain(input.sets.tag.iter()).map(|b| b.source.as_str()).collect();
+    let ordered_sources: Vec<&str> = input
+        .sets
+        .digest
+        .iter()
+        .chain(input.sets.tag.iter())
+        .map(|b| b.source.as_str())
+        .collect();
     let mut assignments: Vec<(usize, usize)> = Vec::new(); // (entry, bucket index)
     let mut wildcard_error: Option<usize> = None;
     for (i, e) in entries.list.iter().enumerate() {
@@ -148,7 +173,10 @@ pub fn render_entries(base: Vec<Registry>, input: &RenderInput<'_>) -> Result<Ve
         let suffix = e.scope()[parent_scope.len()..].to_string();
         e.mirrors = parent_mirrors
             .into_iter()
-            .map(|m| Mirror { location: format!("{}{}", m.location, suffix), ..m })
+            .map(|m| Mirror {
+                location: format!("{}{}", m.location, suffix),
+                ..m
+            })
             .collect();
         if legacy && parent_mbdo {
             e.mirror_by_digest_only = true;

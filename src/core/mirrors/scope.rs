@@ -54,9 +54,10 @@ pub fn enclosing_scopes(scope: &str) -> impl Iterator<Item = std::borrow::Cow<'_
     let slash_prefixes = scope
         .match_indices('/')
         .map(move |(i, _)| Cow::Borrowed(&scope[..i]));
-    let wildcards = host_part(scope)
-        .into_iter()
-        .flat_map(|host| host.match_indices('.').map(move |(i, _)| Cow::Owned(format!("*{}", &host[i..]))));
+    let wildcards = host_part(scope).into_iter().flat_map(|host| {
+        host.match_indices('.')
+            .map(move |(i, _)| Cow::Owned(format!("*{}", &host[i..])))
+    });
     std::iter::once(Cow::Borrowed(scope))
         .chain(slash_prefixes)
         .chain(wildcards)
@@ -122,13 +123,28 @@ mod tests {
             "",
         ];
         let supers = [
-            "*.example.com", "*.com", "*.b.example.com", "a.b.example.com:5000", "a.b.example.com:5000/ns",
-            "example.com", "example.com/ns", "x", "x/y:z", "*.", "host.", "", "*",
+            "*.example.com",
+            "*.com",
+            "*.b.example.com",
+            "a.b.example.com:5000",
+            "a.b.example.com:5000/ns",
+            "example.com",
+            "example.com/ns",
+            "x",
+            "x/y:z",
+            "*.",
+            "host.",
+            "",
+            "*",
         ];
         for s in scopes {
             let enc: Vec<String> = enclosing_scopes(s).map(|c| c.into_owned()).collect();
             for sup in supers {
-                assert_eq!(enc.iter().any(|e| e == sup), is_nested(s, sup), "{s:?} in {sup:?}");
+                assert_eq!(
+                    enc.iter().any(|e| e == sup),
+                    is_nested(s, sup),
+                    "{s:?} in {sup:?}"
+                );
             }
         }
     }

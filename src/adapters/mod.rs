@@ -1,0 +1,4 @@
+//! Effects: everything that touches the machine lives here, behind small functions and types that
+//! the pure `core` never sees.
+
+pub mod fs;

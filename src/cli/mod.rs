@@ -1,0 +1,146 @@
+//! The command line: clap definitions, global options, dispatch, and the mapping of every failure to
+//! the exit codes of CLI.md (scripts and Ansible rely on them).
+
+pub mod mirrors;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit codes (CLI.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success, "already done", "skipped".
+    Ok = 0,
+    /// The operation failed, or a check/verify found a difference.
+    Failed = 1,
+    /// Usage error or invalid input; nothing was changed.
+    Invalid = 2,
+    /// Refused by an ownership or ordering rule.
+    Refused = 3,
+    /// The daemon could not be reached.
+    Unreachable = 4,
+}
+
+/// A command failure: the one-line message and the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CliError {
+    /// Exit code.
+    pub exit: Exit,
+    /// `error: …` text (one line).
+    pub message: String,
+}
+
+impl CliError {
+    /// An invalid-input error (exit 2).
+    pub fn invalid(e: impl std::fmt::Display) -> CliError {
+        CliError {
+            exit: Exit::Invalid,
+            message: e.to_string(),
+        }
+    }
+    /// A failure (exit 1).
+    pub fn failed(e: impl std::fmt::Display) -> CliError {
+        CliError {
+            exit: Exit::Failed,
+            message: e.to_string(),
+        }
+    }
+    /// A refusal (exit 3).
+    pub fn refused(e: impl std::fmt::Display) -> CliError {
+        CliError {
+            exit: Exit::Refused,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// JSON with `"schema": 1`.
+    Json,
+}
+
+/// rhel-node-agent: image mirrors, upgrade hooks, firewalld and readiness for RHEL worker nodes.
+#[derive(Debug, Parser)]
+#[command(name = "rhel-node-agent", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options accepted before or after the subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Take every default path (config, policies, registries.conf, state, runtime dir) under DIR and
+    /// never touch the host.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The control socket.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// A D-Bus address to use as the system bus.
+    #[arg(long, global = true, value_name = "ADDRESS")]
+    pub system_bus: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Same as `-o json`.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// An extra configuration fragment directory (applied last).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+}
+
+impl Global {
+    /// The effective output format.
+    pub fn format(&self) -> OutputFormat {
+        if self.json {
+            OutputFormat::Json
+        } else {
+            self.output
+        }
+    }
+    /// The root directory (`/` by default).
+    pub fn root(&self) -> PathBuf {
+        self.root.clone().unwrap_or_else(|| PathBuf::from("/"))
+    }
+    /// Load the settings for these options.
+    pub fn settings(&self) -> Result<crate::config::Settings, CliError> {
+        crate::config::Settings::load(&self.root(), self.config_dir.as_deref())
+            .map_err(CliError::invalid)
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render, apply, inspect and roll back image mirror policies in registries.conf.
+    #[command(subcommand)]
+    Mirrors(mirrors::MirrorsCommand),
+}
+
+/// Run a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> Exit {
+    let result = match &cli.command {
+        Command::Mirrors(cmd) => mirrors::run(cmd, &cli.global),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            e.exit
+        }
+    }
+}

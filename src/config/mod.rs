@@ -1,0 +1,586 @@
+//! Configuration: TOML fragments → merged input → validated settings (CONFIG.md).
+//!
+//! Fragments come from the vendor directory, then the admin directory (a file with the same basename
+//! in the admin directory replaces the vendor one; a symlink to `/dev/null` masks it), then any
+//! extra `--config-dir`; files apply in lexical order of basename and later keys win. Every key is
+//! optional in a fragment; the defaults live in one place ([`Settings::default`]). An unknown key or
+//! a bad value is an error naming the file, line and key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Vendor defaults shipped by the package.
+pub const VENDOR_DIR: &str = "/usr/lib/rhel-node-agent/config.d";
+/// Administrator fragments.
+pub const ADMIN_DIR: &str = "/etc/rhel-node-agent/config.d";
+/// The state directory (`StateDirectory=`).
+pub const STATE_DIR: &str = "/var/lib/rhel-node-agent";
+/// The runtime directory (`RuntimeDirectory=`).
+pub const RUNTIME_DIR: &str = "/run/rhel-node-agent";
+
+/// Configuration errors; each names the file, line and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A fragment could not be read.
+    #[error("{file}: {source}")]
+    Read {
+        /// The fragment path.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A fragment is not valid TOML, has an unknown key or a value of the wrong type.
+    #[error("{file}:{line}: {message}")]
+    Parse {
+        /// The fragment path.
+        file: String,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// A value has the right type but a wrong meaning (unknown mode, bad duration, …).
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        /// The fragment that set the value.
+        file: String,
+        /// Dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+macro_rules! fragment {
+    ($name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        // Sections whose features arrive later are already schema-checked (unknown keys and wrong
+        // types are errors) and value-checked in `check_values`; their fields are read there.
+        #[allow(dead_code)]
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name { $( $field: Option<$ty>, )* }
+    };
+}
+
+fragment!(NodeFrag { name: String });
+fragment!(MirrorsFrag {
+    mode: String, style: String, policy_dirs: Vec<String>, registries_conf: String, dropin_dir: String,
+    dropin_name: String, payload_repo: String, reload_units: Vec<String>, on_drain_required: String,
+    resync_interval: String, backups: u32,
+});
+fragment!(ApiFrag {
+    socket: String,
+    read_group: String,
+    metrics_listen: String
+});
+fragment!(HooksFrag { timeout: String, timeouts: BTreeMap<String, String> });
+fragment!(UpgradeFrag {
+    builtin_cordon_drain: bool,
+    firewalld_state: String,
+    reconcile_mirrors_at: String
+});
+fragment!(ZoneFrag { name: String, ports: Vec<String>, services: Vec<String>, sources: Vec<String>, interfaces: Vec<String> });
+fragment!(FirewalldFrag {
+    state: String, mask: bool, prune: bool, allow_on_openshift: bool, default_zone: String, zone: Vec<ZoneFrag>,
+});
+fragment!(DrainFrag {
+    timeout: String,
+    concurrency: u32,
+    force: bool,
+    delete_emptydir_data: bool,
+    escalate_after_timeout: bool
+});
+fragment!(KubernetesFrag {
+    kubeconfig: String,
+    annotation_prefix: String,
+    heartbeat: String,
+    watch_cluster_policies: bool,
+    pause_machine_health_checks: bool,
+    lease_namespace: String,
+    lease_duration: String,
+    max_unavailable: u32,
+    drain: DrainFrag,
+});
+fragment!(Fragment {
+    node: NodeFrag,
+    mirrors: MirrorsFrag,
+    api: ApiFrag,
+    hooks: HooksFrag,
+    upgrade: UpgradeFrag,
+    firewalld: FirewalldFrag,
+    kubernetes: KubernetesFrag,
+});
+
+/// `mirrors.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MirrorMode {
+    /// `verify` on an OpenShift node, `in-place` elsewhere.
+    Auto,
+    /// Edit registries.conf itself.
+    InPlace,
+    /// Own one file in the drop-in directory.
+    DropIn,
+    /// Never write; report differences.
+    Verify,
+}
+
+impl std::str::FromStr for MirrorMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(MirrorMode::Auto),
+            "in-place" => Ok(MirrorMode::InPlace),
+            "drop-in" => Ok(MirrorMode::DropIn),
+            "verify" => Ok(MirrorMode::Verify),
+            o => Err(format!(
+                "{o:?} is not one of auto, in-place, drop-in, verify"
+            )),
+        }
+    }
+}
+
+/// `[mirrors]` settings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MirrorSettings {
+    /// How registries.conf is owned.
+    pub mode: MirrorMode,
+    /// Which OpenShift rendering to reproduce.
+    pub style: crate::core::mirrors::Style,
+    /// Policy directories.
+    pub policy_dirs: Vec<PathBuf>,
+    /// The main registries.conf.
+    pub registries_conf: PathBuf,
+    /// The containers drop-in directory.
+    pub dropin_dir: PathBuf,
+    /// The drop-in file the agent owns in drop-in mode.
+    pub dropin_name: String,
+    /// Release payload repository for the blocked-list filter.
+    pub payload_repo: String,
+    /// Units reloaded after a change.
+    pub reload_units: Vec<String>,
+    /// `hold` or `apply`.
+    pub on_drain_required: String,
+    /// Periodic resync.
+    #[serde(with = "duration_text")]
+    pub resync_interval: Duration,
+    /// Backups kept.
+    pub backups: u32,
+}
+
+/// The validated settings the agent runs with.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Settings {
+    /// `--root`: every default path is taken under it.
+    pub root: PathBuf,
+    /// `[node] name` (empty = lower-cased `uname -n`).
+    pub node_name: String,
+    /// `[mirrors]`.
+    pub mirrors: MirrorSettings,
+    /// State directory (backups, locks, journal).
+    pub state_dir: PathBuf,
+    /// Runtime directory (control socket, daemon pid file).
+    pub runtime_dir: PathBuf,
+    /// Which file set each dotted key, for `config show`.
+    pub origins: BTreeMap<String, String>,
+}
+
+mod duration_text {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}s", d.as_secs()))
+    }
+}
+
+/// Parse `"30s"`, `"10m"`, `"1h30m"`, `"500ms"`, `"2d"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!(
+                "{text:?} is not a duration like \"30s\", \"10m\" or \"1h\""
+            ));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{text:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let d =
+            match unit {
+                "ms" => Duration::from_millis(n),
+                "s" => Duration::from_secs(n),
+                "m" => Duration::from_secs(n.saturating_mul(60)),
+                "h" => Duration::from_secs(n.saturating_mul(3600)),
+                "d" => Duration::from_secs(n.saturating_mul(86400)),
+                _ => return Err(format!(
+                    "{text:?} is not a duration like \"30s\", \"10m\" or \"1h\" (unit {unit:?})"
+                )),
+            };
+        total = total.saturating_add(d);
+    }
+    Ok(total)
+}
+
+/// Take `path` (absolute) under `root`.
+pub fn under_root(root: &Path, path: impl AsRef<Path>) -> PathBuf {
+    let p = path.as_ref();
+    if root == Path::new("/") || root.as_os_str().is_empty() {
+        return p.to_path_buf();
+    }
+    root.join(p.strip_prefix("/").unwrap_or(p))
+}
+
+/// The fragment files in effect, in application order.
+pub fn fragment_files(root: &Path, extra: Option<&Path>) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for dir in [under_root(root, VENDOR_DIR), under_root(root, ADMIN_DIR)] {
+        collect_dir(&dir, &mut by_name)?;
+    }
+    let mut files: Vec<PathBuf> = by_name
+        .into_values()
+        .filter(|p| {
+            std::fs::read_link(p)
+                .map(|t| t != Path::new("/dev/null"))
+                .unwrap_or(true)
+        })
+        .collect();
+    if let Some(extra) = extra {
+        let mut more = BTreeMap::new();
+        collect_dir(extra, &mut more)?;
+        files.extend(more.into_values());
+    }
+    Ok(files)
+}
+
+fn collect_dir(dir: &Path, out: &mut BTreeMap<String, PathBuf>) -> Result<(), ConfigError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(ConfigError::Read {
+                file: dir.display().to_string(),
+                source: e,
+            })
+        }
+    };
+    for e in entries {
+        let e = e.map_err(|source| ConfigError::Read {
+            file: dir.display().to_string(),
+            source,
+        })?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with(".toml") && !name.starts_with('.') {
+            out.insert(name, e.path());
+        }
+    }
+    Ok(())
+}
+
+fn parse_fragment(file: &str, text: &str) -> Result<Fragment, ConfigError> {
+    toml_edit::de::from_str::<Fragment>(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(0);
+        ConfigError::Parse {
+            file: file.to_string(),
+            line,
+            message: e.message().trim().replace('\n', " "),
+        }
+    })
+}
+
+/// Value checks for keys whose features are not wired yet, so a bad value is reported now and not
+/// when the feature ships.
+fn check_values(file: &str, f: &Fragment) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        file: file.to_string(),
+        key: key.to_string(),
+        message,
+    };
+    let dur = |key: &str, v: &Option<String>| -> Result<(), ConfigError> {
+        match v {
+            Some(v) => parse_duration(v).map(|_| ()).map_err(|e| invalid(key, e)),
+            None => Ok(()),
+        }
+    };
+    let one_of = |key: &str, v: &Option<String>, allowed: &[&str]| -> Result<(), ConfigError> {
+        match v {
+            Some(v) if !allowed.contains(&v.as_str()) => Err(invalid(
+                key,
+                format!("{v:?} is not one of {}", allowed.join(", ")),
+            )),
+            _ => Ok(()),
+        }
+    };
+    if let Some(h) = &f.hooks {
+        dur("hooks.timeout", &h.timeout)?;
+        for (k, v) in h.timeouts.iter().flatten() {
+            dur(&format!("hooks.timeouts.{k}"), &Some(v.clone()))?;
+        }
+    }
+    if let Some(u) = &f.upgrade {
+        one_of(
+            "upgrade.firewalld_state",
+            &u.firewalld_state,
+            &["disabled", "enabled", "unchanged"],
+        )?;
+        one_of(
+            "upgrade.reconcile_mirrors_at",
+            &u.reconcile_mirrors_at,
+            &[
+                "pre-cordon",
+                "pre-upgrade",
+                "pre-uncordon",
+                "post-upgrade",
+                "never",
+            ],
+        )?;
+    }
+    if let Some(fw) = &f.firewalld {
+        one_of(
+            "firewalld.state",
+            &fw.state,
+            &["auto", "unmanaged", "disabled", "enabled"],
+        )?;
+    }
+    if let Some(k) = &f.kubernetes {
+        dur("kubernetes.heartbeat", &k.heartbeat)?;
+        dur("kubernetes.lease_duration", &k.lease_duration)?;
+        if let Some(d) = &k.drain {
+            dur("kubernetes.drain.timeout", &d.timeout)?;
+        }
+    }
+    Ok(())
+}
+
+impl Settings {
+    /// Load and validate the settings for `root` (and an optional extra fragment directory).
+    pub fn load(root: &Path, extra: Option<&Path>) -> Result<Settings, ConfigError> {
+        let files = fragment_files(root, extra)?;
+        let mut fragments = Vec::new();
+        for f in files {
+            let name = f.display().to_string();
+            let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Read {
+                file: name.clone(),
+                source,
+            })?;
+            let frag = parse_fragment(&name, &text)?;
+            check_values(&name, &frag)?;
+            fragments.push((name.clone(), frag));
+        }
+        Settings::from_fragments(root, &fragments)
+    }
+
+    /// Merge parsed fragments (in order) over the defaults and validate.
+    fn from_fragments(
+        root: &Path,
+        fragments: &[(String, Fragment)],
+    ) -> Result<Settings, ConfigError> {
+        let mut s = Settings::defaults(root);
+        let mut origin = |key: &str, file: &str| {
+            s.origins.insert(key.to_string(), file.to_string());
+        };
+        let mut m = MirrorsFrag::default();
+        let mut node = NodeFrag::default();
+        for (file, f) in fragments {
+            if let Some(n) = &f.node {
+                if let Some(v) = &n.name {
+                    node.name = Some(v.clone());
+                    origin("node.name", file);
+                }
+            }
+            if let Some(x) = &f.mirrors {
+                macro_rules! take {
+                    ($($k:ident),*) => { $( if let Some(v) = &x.$k { m.$k = Some(v.clone()); origin(concat!("mirrors.", stringify!($k)), file); } )* };
+                }
+                take!(
+                    mode,
+                    style,
+                    policy_dirs,
+                    registries_conf,
+                    dropin_dir,
+                    dropin_name,
+                    payload_repo,
+                    reload_units,
+                    on_drain_required,
+                    resync_interval,
+                    backups
+                );
+            }
+        }
+        let origins = s.origins.clone();
+        let file_of = |key: &str| {
+            origins
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| "<defaults>".into())
+        };
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            file: file_of(key),
+            key: key.to_string(),
+            message,
+        };
+        if let Some(n) = node.name {
+            s.node_name = n;
+        }
+        let ms = &mut s.mirrors;
+        if let Some(v) = m.mode {
+            ms.mode = v.parse().map_err(|e| invalid("mirrors.mode", e))?;
+        }
+        if let Some(v) = m.style {
+            ms.style = v.parse().map_err(|e| invalid("mirrors.style", e))?;
+        }
+        if let Some(v) = m.policy_dirs {
+            ms.policy_dirs = v.iter().map(|p| under_root(root, p)).collect();
+        }
+        if let Some(v) = m.registries_conf {
+            ms.registries_conf = under_root(root, v);
+        }
+        if let Some(v) = m.dropin_dir {
+            ms.dropin_dir = under_root(root, v);
+        }
+        if let Some(v) = m.dropin_name {
+            if v.contains('/') || !v.ends_with(".conf") {
+                return Err(invalid(
+                    "mirrors.dropin_name",
+                    format!("{v:?} must be a file name ending in .conf"),
+                ));
+            }
+            ms.dropin_name = v;
+        }
+        if let Some(v) = m.payload_repo {
+            ms.payload_repo = v;
+        }
+        if let Some(v) = m.reload_units {
+            ms.reload_units = v;
+        }
+        if let Some(v) = m.on_drain_required {
+            if v != "hold" && v != "apply" {
+                return Err(invalid(
+                    "mirrors.on_drain_required",
+                    format!("{v:?} is not one of hold, apply"),
+                ));
+            }
+            ms.on_drain_required = v;
+        }
+        if let Some(v) = m.resync_interval {
+            ms.resync_interval =
+                parse_duration(&v).map_err(|e| invalid("mirrors.resync_interval", e))?;
+        }
+        if let Some(v) = m.backups {
+            ms.backups = v;
+        }
+        if root != Path::new("/") {
+            // Under --root the agent never touches the host (CLI.md).
+            ms.reload_units.clear();
+        }
+        Ok(s)
+    }
+
+    /// The built-in defaults (CONFIG.md), with paths under `root`.
+    pub fn defaults(root: &Path) -> Settings {
+        Settings {
+            root: root.to_path_buf(),
+            node_name: String::new(),
+            mirrors: MirrorSettings {
+                mode: MirrorMode::Auto,
+                style: crate::core::mirrors::Style::Current,
+                policy_dirs: vec![under_root(root, "/etc/rhel-node-agent/mirrors.d")],
+                registries_conf: under_root(root, "/etc/containers/registries.conf"),
+                dropin_dir: under_root(root, "/etc/containers/registries.conf.d"),
+                dropin_name: "99-rhel-node-agent.conf".into(),
+                payload_repo: String::new(),
+                reload_units: vec!["crio.service".into()],
+                on_drain_required: "hold".into(),
+                resync_interval: Duration::from_secs(600),
+                backups: 5,
+            },
+            state_dir: under_root(root, STATE_DIR),
+            runtime_dir: under_root(root, RUNTIME_DIR),
+            origins: BTreeMap::new(),
+        }
+    }
+
+    /// True on an OpenShift node as CONFIG.md defines it (the local half: the MCD's current config).
+    pub fn is_openshift_node(&self) -> bool {
+        under_root(&self.root, "/etc/machine-config-daemon/currentconfig").exists()
+    }
+
+    /// `mirrors.mode` with `auto` resolved.
+    pub fn effective_mirror_mode(&self) -> MirrorMode {
+        match self.mirrors.mode {
+            MirrorMode::Auto if self.is_openshift_node() => MirrorMode::Verify,
+            MirrorMode::Auto => MirrorMode::InPlace,
+            m => m,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("10 minutes").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_file_line_and_key() {
+        let e = parse_fragment(
+            "/etc/x/10-a.toml",
+            "[mirrors]\nmode = \"in-place\"\nbackup = 3\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("/etc/x/10-a.toml:3:"), "{e}");
+        assert!(e.contains("backup"), "{e}");
+        let f = parse_fragment("a.toml", "[mirrors]\nmode = \"sideways\"\n").unwrap();
+        let e = Settings::from_fragments(Path::new("/"), &[("a.toml".into(), f)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a.toml: mirrors.mode:"), "{e}");
+    }
+
+    #[test]
+    fn later_fragments_win_and_root_prefixes_paths() {
+        let a = parse_fragment(
+            "a",
+            "[mirrors]\nbackups = 2\nregistries_conf = \"/etc/r.conf\"\n",
+        )
+        .unwrap();
+        let b = parse_fragment("b", "[mirrors]\nbackups = 7\n").unwrap();
+        let s =
+            Settings::from_fragments(Path::new("/tmp/root"), &[("a".into(), a), ("b".into(), b)])
+                .unwrap();
+        assert_eq!(s.mirrors.backups, 7);
+        assert_eq!(s.origins["mirrors.backups"], "b");
+        assert_eq!(
+            s.mirrors.registries_conf,
+            PathBuf::from("/tmp/root/etc/r.conf")
+        );
+        assert!(s.mirrors.reload_units.is_empty());
+    }
+}
