@@ -32,12 +32,23 @@ struct Entry {
 
 fn entry() -> impl Strategy<Value = Entry> {
     (
-        prop::sample::select(&["ImageContentSourcePolicy", "ImageDigestMirrorSet", "ImageTagMirrorSet"][..]),
+        prop::sample::select(
+            &[
+                "ImageContentSourcePolicy",
+                "ImageDigestMirrorSet",
+                "ImageTagMirrorSet",
+            ][..],
+        ),
         scope(),
         prop::collection::vec(plain_scope(), 0..4),
         any::<bool>(),
     )
-        .prop_map(|(kind, source, mirrors, never)| Entry { kind, source, mirrors, never })
+        .prop_map(|(kind, source, mirrors, never)| Entry {
+            kind,
+            source,
+            mirrors,
+            never,
+        })
 }
 
 #[derive(Debug, Clone)]
@@ -53,11 +64,22 @@ fn inputs() -> impl Strategy<Value = Inputs> {
         prop::option::of(prop::collection::vec(scope(), 0..3)),
         prop::option::of(prop::collection::vec(scope(), 0..3)),
     )
-        .prop_map(|(entries, insecure, blocked)| Inputs { entries, insecure, blocked })
+        .prop_map(|(entries, insecure, blocked)| Inputs {
+            entries,
+            insecure,
+            blocked,
+        })
 }
 
 fn yaml_list(items: &[String]) -> String {
-    format!("[{}]", items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// The policies as YAML documents, one object per entry (so the policy is consistent per source
@@ -66,11 +88,17 @@ fn policy_yaml(i: &Inputs) -> String {
     let mut docs = Vec::new();
     for (n, e) in i.entries.iter().enumerate() {
         let (api, field) = match e.kind {
-            "ImageContentSourcePolicy" => ("operator.openshift.io/v1alpha1", "repositoryDigestMirrors"),
+            "ImageContentSourcePolicy" => {
+                ("operator.openshift.io/v1alpha1", "repositoryDigestMirrors")
+            }
             "ImageDigestMirrorSet" => ("config.openshift.io/v1", "imageDigestMirrors"),
             _ => ("config.openshift.io/v1", "imageTagMirrors"),
         };
-        let policy = if e.never && e.kind != "ImageContentSourcePolicy" { "\n    mirrorSourcePolicy: NeverContactSource" } else { "" };
+        let policy = if e.never && e.kind != "ImageContentSourcePolicy" {
+            "\n    mirrorSourcePolicy: NeverContactSource"
+        } else {
+            ""
+        };
         docs.push(format!(
             "apiVersion: {api}\nkind: {}\nmetadata: {{name: p{n}}}\nspec:\n  {field}:\n  - source: {:?}\n    mirrors: {}{policy}\n",
             e.kind,
@@ -93,7 +121,8 @@ fn policy_yaml(i: &Inputs) -> String {
 
 fn policies(i: &Inputs) -> PolicySet {
     let mut set = PolicySet::default();
-    set.add_text("p.yaml", policy_yaml(i).as_bytes()).expect("generated YAML parses");
+    set.add_text("p.yaml", policy_yaml(i).as_bytes())
+        .expect("generated YAML parses");
     set
 }
 
@@ -116,7 +145,7 @@ fn base_file() -> impl Strategy<Value = String> {
         }
         s.push_str("[aliases]\nubi = \"registry.access.redhat.com/ubi8\"\n# end of file\n");
         s
-    })
+    }).prop_flat_map(|s| (Just(s), any::<bool>())).prop_map(|(s, crlf)| if crlf { s.replace('\n', "\r\n") } else { s })
 }
 
 fn opts() -> ApplyOptions {
@@ -167,18 +196,33 @@ proptest! {
         let o = ApplyOptions { style: if legacy { Style::Legacy } else { Style::Current }, ..ApplyOptions::default() };
         if let Ok(out) = apply("r.conf", &base, &set, &o) {
             prop_assert!(containers::load("out", &out.output).is_ok());
+            // The engine validates its model instead of re-parsing: the text must decode to it.
+            let decoded: Vec<Registry> = containers::decode("out", &out.output).expect("decodes").registries.into_iter().map(|r| r.registry).collect();
+            prop_assert_eq!(decoded, out.entries);
         }
     }
 }
 
 fn model_entry() -> impl Strategy<Value = Registry> {
-    (scope(), prop::collection::vec(plain_scope(), 0..3), any::<bool>(), any::<bool>()).prop_map(|(s, ms, ins, blk)| {
-        let mut r = Registry::for_scope(&s);
-        r.insecure = ins && s.len() % 2 == 0;
-        r.blocked = blk && s.len() % 3 == 0;
-        r.mirrors = ms.into_iter().map(|m| Mirror { location: m, ..Mirror::default() }).collect();
-        r
-    })
+    (
+        scope(),
+        prop::collection::vec(plain_scope(), 0..3),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(s, ms, ins, blk)| {
+            let mut r = Registry::for_scope(&s);
+            r.insecure = ins && s.len() % 2 == 0;
+            r.blocked = blk && s.len() % 3 == 0;
+            r.mirrors = ms
+                .into_iter()
+                .map(|m| Mirror {
+                    location: m,
+                    ..Mirror::default()
+                })
+                .collect();
+            r
+        })
 }
 
 proptest! {

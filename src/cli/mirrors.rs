@@ -198,9 +198,9 @@ pub fn read_text(path: &Path, max: u64) -> Result<String, CliError> {
     })
 }
 
-/// Read policies from files and directories, in the order given (directories in lexical order).
-pub fn load_policies(paths: &[PathBuf]) -> Result<PolicySet, CliError> {
-    let mut set = PolicySet::default();
+/// The policy files named by `paths` (directories expanded in lexical order), with their bytes.
+pub fn read_policy_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>, CliError> {
+    let mut out = Vec::new();
     for p in paths {
         let meta =
             fs::metadata(p).map_err(|e| CliError::invalid(format!("{}: {e}", p.display())))?;
@@ -233,15 +233,33 @@ pub fn load_policies(paths: &[PathBuf]) -> Result<PolicySet, CliError> {
                 )));
             }
             if meta.len() > MAX_POLICY_BYTES as u64 {
-                return Err(CliError::invalid(format!("{}: {} bytes is larger than the {MAX_POLICY_BYTES} bytes a policy file may have", f.display(), meta.len())));
+                return Err(CliError::invalid(format!(
+                    "{}: {} bytes is larger than the {MAX_POLICY_BYTES} bytes a policy file may have",
+                    f.display(),
+                    meta.len()
+                )));
             }
             let bytes =
                 fs::read(&f).map_err(|e| CliError::invalid(format!("{}: {e}", f.display())))?;
-            set.add_text(&f.display().to_string(), &bytes)
-                .map_err(CliError::invalid)?;
+            out.push((f, bytes));
         }
     }
+    Ok(out)
+}
+
+/// Parse policy files read by [`read_policy_files`], in order.
+pub fn parse_policies(files: &[(PathBuf, Vec<u8>)]) -> Result<PolicySet, CliError> {
+    let mut set = PolicySet::default();
+    for (f, bytes) in files {
+        set.add_text(&f.display().to_string(), bytes)
+            .map_err(CliError::invalid)?;
+    }
     Ok(set)
+}
+
+/// Read policies from files and directories, in the order given (directories in lexical order).
+pub fn load_policies(paths: &[PathBuf]) -> Result<PolicySet, CliError> {
+    parse_policies(&read_policy_files(paths)?)
 }
 
 fn warn_all(warnings: &[String]) {
@@ -308,6 +326,7 @@ fn refuse_if_daemon_manages(s: &Settings, target: &Path, force: bool) -> Result<
 }
 
 fn unified_diff(name: &str, old: &str, new: &str) -> String {
+    let name = name.trim_start_matches('/');
     similar::TextDiff::from_lines(old, new)
         .unified_diff()
         .context_radius(3)
@@ -415,7 +434,7 @@ fn apply(a: &ApplyArgs, g: &Global, s: &Settings) -> Result<Exit, CliError> {
         Some(ModeArg::Verify) => MirrorMode::Verify,
     };
     let style = a.style.map(Style::from).unwrap_or(s.mirrors.style);
-    let policies = load_policies(&a.policies)?;
+    let policy_files = read_policy_files(&a.policies)?;
     let opts = ApplyOptions {
         style,
         payload_repo: payload(s),
@@ -425,6 +444,7 @@ fn apply(a: &ApplyArgs, g: &Global, s: &Settings) -> Result<Exit, CliError> {
     let text = read_text(&path, MAX_CONF_BYTES)?;
 
     if mode == MirrorMode::Verify {
+        let policies = parse_policies(&policy_files)?;
         let eff = effective_of(&path, &text, &dropin_dir, &[])?;
         for (f, p) in &eff.duplicates {
             eprintln!("warning: {f}: prefix {p:?} is defined more than once");
@@ -452,7 +472,7 @@ fn apply(a: &ApplyArgs, g: &Global, s: &Settings) -> Result<Exit, CliError> {
         });
     }
 
-    if policies.entries.is_empty() && policies.image.is_none() && !a.dry_run {
+    if policy_files.is_empty() && !a.dry_run {
         eprintln!(
             "note: no --policies given: removing everything rhel-node-agent manages in {file}"
         );
@@ -473,6 +493,28 @@ fn apply(a: &ApplyArgs, g: &Global, s: &Settings) -> Result<Exit, CliError> {
     } else {
         text
     };
+    // Nothing changed since the last successful apply (same file bytes, same policy bytes, same
+    // options, same drop-ins): report it without parsing anything. A lost state file only costs
+    // the full path below.
+    let state_file =
+        afs::lock_path_for(&s.state_dir.join("mirrors"), &target).with_extension("state.json");
+    let current_fp = fingerprint(
+        &text,
+        &policy_files,
+        mode,
+        &opts,
+        &dropin_dir,
+        &s.mirrors.dropin_name,
+    );
+    if writing {
+        if let Some(last) = read_last_apply(&state_file) {
+            if last.get("fingerprint").and_then(|f| f.as_str()) == Some(current_fp.as_str()) {
+                print_unchanged(g, &file, mode, &last);
+                return Ok(Exit::Ok);
+            }
+        }
+    }
+    let policies = parse_policies(&policy_files)?;
     let out = engine::apply(&file, &text, &policies, &opts).map_err(engine_error)?;
     let mut warnings = out.warnings.clone();
 
@@ -581,7 +623,101 @@ fn apply(a: &ApplyArgs, g: &Global, s: &Settings) -> Result<Exit, CliError> {
         }
     }
     print_apply(g, &out, &file, &text, mode, false, &warnings, &[]);
+    // Record the fingerprint of the state this apply left behind (its own output as the input).
+    let after = fingerprint(
+        &out.output,
+        &policy_files,
+        mode,
+        &opts,
+        &dropin_dir,
+        &s.mirrors.dropin_name,
+    );
+    let record =
+        json!({"schema": 1, "fingerprint": after, "summary": out.summary, "warnings": warnings});
+    if let Some(dir) = state_file.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    if let Err(e) = afs::atomic_replace(
+        &state_file,
+        record.to_string().as_bytes(),
+        &ReplaceOptions::default(),
+    ) {
+        tracing::warn!(error = %e, "could not record the last apply; the next one takes the full path");
+    }
     Ok(Exit::Ok)
+}
+
+fn read_last_apply(path: &Path) -> Option<serde_json::Value> {
+    let bytes = fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// A digest of everything an apply depends on: agent version, options, the registries.conf bytes,
+/// every policy file (name and bytes, in order) and every drop-in (name and bytes).
+fn fingerprint(
+    text: &str,
+    policies: &[(PathBuf, Vec<u8>)],
+    mode: MirrorMode,
+    opts: &ApplyOptions,
+    dropin_dir: &Path,
+    dropin_name: &str,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    field(env!("CARGO_PKG_VERSION").as_bytes());
+    field(
+        format!(
+            "{mode:?}/{:?}/{:?}/{dropin_name}",
+            opts.style, opts.payload_repo
+        )
+        .as_bytes(),
+    );
+    field(text.as_bytes());
+    for (p, b) in policies {
+        field(p.as_os_str().as_encoded_bytes());
+        field(b);
+    }
+    field(dropin_dir.as_os_str().as_encoded_bytes());
+    let mut names: Vec<PathBuf> = fs::read_dir(dropin_dir)
+        .map(|e| e.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    names.sort();
+    for p in names {
+        field(p.as_os_str().as_encoded_bytes());
+        field(&fs::read(&p).unwrap_or_default());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn print_unchanged(g: &Global, file: &str, mode: MirrorMode, last: &serde_json::Value) {
+    let summary = last
+        .get("summary")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let warnings: Vec<String> = last
+        .get("warnings")
+        .and_then(|w| serde_json::from_value(w.clone()).ok())
+        .unwrap_or_default();
+    if g.format() == OutputFormat::Json {
+        println!(
+            "{}",
+            json!({"schema": 1, "file": file, "mode": mode, "dry_run": false, "changed": false, "summary": summary, "warnings": warnings, "cached": true})
+        );
+        return;
+    }
+    warn_all(&warnings);
+    let n = |k: &str| summary.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    println!(
+        "{file}: unchanged ({} sources, {} entries added, {} entries changed, {} mirrors managed)",
+        n("sources"),
+        n("entries_added"),
+        n("entries_changed"),
+        n("mirrors")
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -810,7 +946,7 @@ fn check(a: &CheckArgs, g: &Global, s: &Settings) -> Result<Exit, CliError> {
             ));
         }
     }
-    warnings.extend(shadow_warnings(&text, &dropins, &s.mirrors.dropin_name).into_iter());
+    warnings.extend(shadow_warnings(&text, &dropins, &s.mirrors.dropin_name));
     problems.extend(
         warnings
             .iter()

@@ -1,6 +1,7 @@
 //! The command line: clap definitions, global options, dispatch, and the mapping of every failure to
 //! the exit codes of CLI.md (scripts and Ansible rely on them).
 
+pub mod demo;
 pub mod mirrors;
 
 use std::path::PathBuf;
@@ -129,12 +130,15 @@ pub enum Command {
     /// Render, apply, inspect and roll back image mirror policies in registries.conf.
     #[command(subcommand)]
     Mirrors(mirrors::MirrorsCommand),
+    /// Run the mirror engine on an embedded example root (no cluster, no root privileges).
+    Demo(demo::DemoArgs),
 }
 
 /// Run a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> Exit {
     let result = match &cli.command {
         Command::Mirrors(cmd) => mirrors::run(cmd, &cli.global),
+        Command::Demo(a) => demo::run(a, &cli.global),
     };
     match result {
         Ok(code) => code,

@@ -223,17 +223,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let d =
-            match unit {
-                "ms" => Duration::from_millis(n),
-                "s" => Duration::from_secs(n),
-                "m" => Duration::from_secs(n.saturating_mul(60)),
-                "h" => Duration::from_secs(n.saturating_mul(3600)),
-                "d" => Duration::from_secs(n.saturating_mul(86400)),
-                _ => return Err(format!(
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86400)),
+            _ => {
+                return Err(format!(
                     "{text:?} is not a duration like \"30s\", \"10m\" or \"1h\" (unit {unit:?})"
-                )),
-            };
+                ))
+            }
+        };
         total = total.saturating_add(d);
     }
     Ok(total)
@@ -370,6 +371,13 @@ fn check_values(file: &str, f: &Fragment) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// Parse and value-check one fragment's text (what `config check` does per file).
+pub fn check_fragment(file: &str, text: &str) -> Result<(), ConfigError> {
+    let frag = parse_fragment(file, text)?;
+    check_values(file, &frag)?;
+    Settings::from_fragments(Path::new("/"), &[(file.to_string(), frag)]).map(|_| ())
 }
 
 impl Settings {

@@ -24,7 +24,7 @@ pub struct ConfView<'a> {
     pub registries: &'a [Registry],
 }
 
-fn by_scope<'a>(regs: &'a [Registry]) -> HashMap<&'a str, &'a Registry> {
+fn by_scope(regs: &[Registry]) -> HashMap<&str, &Registry> {
     // Like MCO's map: a later duplicate overwrites an earlier one.
     regs.iter().map(|r| (r.scope(), r)).collect()
 }

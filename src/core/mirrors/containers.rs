@@ -62,19 +62,28 @@ pub struct LoadedConf {
     pub unknown_keys: Vec<(String, Option<usize>)>,
 }
 
-fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> Option<usize> {
-    span.map(|s| {
-        text[..s.start.min(text.len())]
-            .bytes()
-            .filter(|b| *b == b'\n')
-            .count()
-            + 1
-    })
+/// Byte offsets of every newline, so a span's line is a binary search (counting newlines per key
+/// made decoding quadratic in the file size).
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn new(text: &str) -> Lines {
+        Lines(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
+    fn line_of(&self, span: Option<std::ops::Range<usize>>) -> Option<usize> {
+        span.map(|s| self.0.partition_point(|&nl| nl < s.start) + 1)
+    }
 }
 
 struct Ctx<'a> {
     file: &'a str,
-    text: &'a str,
+    lines: Lines,
 }
 
 impl Ctx<'_> {
@@ -86,7 +95,7 @@ impl Ctx<'_> {
     ) -> LoadError {
         LoadError {
             file: self.file.to_string(),
-            line: line_of(self.text, span),
+            line: self.lines.line_of(span),
             what: what.into(),
             message: message.into(),
         }
@@ -205,12 +214,15 @@ pub fn entry_name(index: usize, scope: &str) -> String {
 
 /// Decode `text` the way containers/image's `loadConfigFile` does (without post-processing).
 pub fn decode(file: &str, text: &str) -> Result<LoadedConf, LoadError> {
-    let ctx = Ctx { file, text };
+    let ctx = Ctx {
+        file,
+        lines: Lines::new(text),
+    };
     let doc = ImDocument::parse(text).map_err(|e| {
         let msg = e.message().trim().replace('\n', " ");
         LoadError {
             file: file.to_string(),
-            line: line_of(text, e.span()),
+            line: ctx.lines.line_of(e.span()),
             what: "TOML syntax error".into(),
             message: msg,
         }
@@ -272,8 +284,10 @@ pub fn decode(file: &str, text: &str) -> Result<LoadedConf, LoadError> {
                         if kk == "registries" {
                             list = Some(ctx.strings(&vv, &format!("registries.{k}.registries"))?);
                         } else {
-                            conf.unknown_keys
-                                .push((format!("registries.{k}.{kk}"), line_of(text, vv.span())));
+                            conf.unknown_keys.push((
+                                format!("registries.{k}.{kk}"),
+                                ctx.lines.line_of(vv.span()),
+                            ));
                         }
                     }
                     match k {
@@ -282,7 +296,7 @@ pub fn decode(file: &str, text: &str) -> Result<LoadedConf, LoadError> {
                         "block" => v1.2 = list,
                         _ => conf
                             .unknown_keys
-                            .push((format!("registries.{k}"), line_of(text, sub.span()))),
+                            .push((format!("registries.{k}"), ctx.lines.line_of(sub.span()))),
                     }
                 }
                 v1_nonempty = [&v1.0, &v1.1, &v1.2]
@@ -291,7 +305,7 @@ pub fn decode(file: &str, text: &str) -> Result<LoadedConf, LoadError> {
             }
             other => conf
                 .unknown_keys
-                .push((other.to_string(), line_of(text, item.span()))),
+                .push((other.to_string(), ctx.lines.line_of(item.span()))),
         }
     }
     if v1_nonempty {
@@ -378,7 +392,7 @@ fn decode_registry(
     let mut r = Registry::default();
     let mut reg_pfm = String::new();
     let path = format!("registry[{index}]");
-    let line = line_of(ctx.text, t.span());
+    let line = ctx.lines.line_of(t.span());
     for (k, v) in t.iter() {
         let kp = format!("{path}.{k}");
         match k {
@@ -403,13 +417,13 @@ fn decode_registry(
                             "proxy" => {
                                 ctx.string(&mv, &mp)?;
                             }
-                            _ => unknown.push((mp, line_of(ctx.text, mv.span()))),
+                            _ => unknown.push((mp, ctx.lines.line_of(mv.span()))),
                         }
                     }
                     r.mirrors.push(m);
                 }
             }
-            _ => unknown.push((kp, line_of(ctx.text, v.span()))),
+            _ => unknown.push((kp, ctx.lines.line_of(v.span()))),
         }
     }
     if !reg_pfm.is_empty() {

@@ -63,8 +63,12 @@ pub struct ApplyOutcome {
 /// Header written at the top of the drop-in the agent owns.
 pub const DROPIN_HEADER: &str = "# Managed by rhel-node-agent (mirrors.mode = \"drop-in\"): this whole file is rewritten.\n# Entries here replace the entries with the same prefix in registries.conf.\n";
 
+/// toml_edit writes `\n`; a file written with CRLF line endings throughout keeps them. (A file that
+/// mixes both is normalised to `\n` when the agent writes it.)
 fn line_ending_restore(original: &str, out: String) -> String {
-    if original.contains("\r\n") && !out.contains("\r\n") {
+    let lf = original.matches('\n').count();
+    let crlf = original.matches("\r\n").count();
+    if crlf > 0 && crlf == lf && !out.contains('\r') {
         out.replace('\n', "\r\n")
     } else {
         out
@@ -113,20 +117,22 @@ fn filter_blocked(
         let usable = render_entries(vec![], &input)
             .ok()
             .map(|entries| {
-                let mut eff = EffectiveConf::default();
-                eff.registries = entries
-                    .into_iter()
-                    .map(|mut r| {
-                        if r.prefix.is_empty() {
-                            r.prefix = r.location.clone();
-                        }
-                        containers::LoadedRegistry {
-                            registry: r,
-                            line: None,
-                            file: String::new(),
-                        }
-                    })
-                    .collect();
+                let eff = EffectiveConf {
+                    registries: entries
+                        .into_iter()
+                        .map(|mut r| {
+                            if r.prefix.is_empty() {
+                                r.prefix = r.location.clone();
+                            }
+                            containers::LoadedRegistry {
+                                registry: r,
+                                line: None,
+                                file: String::new(),
+                            }
+                        })
+                        .collect(),
+                    ..EffectiveConf::default()
+                };
                 match eff.find(payload) {
                     Some(lr) => lr
                         .registry
@@ -168,8 +174,9 @@ pub fn apply(
     policies: &PolicySet,
     opts: &ApplyOptions,
 ) -> Result<ApplyOutcome, MirrorError> {
-    // Syntax and types first, as MCO decodes the base before validating the policies.
-    containers::decode(file, text).map_err(MirrorError::InvalidBase)?;
+    // Syntax and types first, as MCO decodes the base before validating the policies. The decoded
+    // input is also the "before" side of the drain classification.
+    let old = containers::decode(file, text).map_err(MirrorError::InvalidBase)?;
     let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
         MirrorError::InvalidBase(containers::LoadError {
             file: file.into(),
@@ -179,12 +186,15 @@ pub fn apply(
         })
     })?;
     let strip = document::strip_managed(&mut doc, file)?;
-    let base_text = if strip.is_empty() {
-        text.to_string()
+    let base_raw = if strip.is_empty() {
+        old.clone()
     } else {
-        line_ending_restore(text, doc.to_string())
+        let base_text = line_ending_restore(text, doc.to_string());
+        containers::decode(file, &base_text).map_err(MirrorError::InvalidBase)?
     };
-    let base_conf = containers::load(file, &base_text).map_err(MirrorError::InvalidBase)?;
+    // MCO edits the raw decoded values; containers/image validates the post-processed ones.
+    let mut base_conf = base_raw.clone();
+    containers::post_process(&mut base_conf).map_err(MirrorError::InvalidBase)?;
     let mut warnings: Vec<String> = policies.warnings.clone();
     for (key, line) in &base_conf.unknown_keys {
         warnings.push(format!(
@@ -200,11 +210,10 @@ pub fn apply(
         .as_ref()
         .and_then(|i| i.insecure.clone())
         .unwrap_or_default();
-    let base_entries: Vec<Registry> = containers::decode(file, &base_text)
-        .map_err(MirrorError::InvalidBase)?
+    let base_entries: Vec<Registry> = base_raw
         .registries
-        .into_iter()
-        .map(|r| r.registry)
+        .iter()
+        .map(|r| r.registry.clone())
         .collect();
     let rendered = if policies.is_noop() {
         base_entries.clone()
@@ -267,7 +276,9 @@ pub fn apply(
             ));
         }
         for kept in document::keep_orphaned_admin_keys(&mut doc, &lost) {
-            warnings.push(format!("{kept}: added by hand inside a managed table that is no longer managed; kept as an unmanaged entry"));
+            warnings.push(format!(
+                "{kept}: added by hand inside a managed table that is no longer managed; kept as an unmanaged entry"
+            ));
         }
         let unchanged = strip.is_empty() && rendered == base_entries && lost.is_empty();
         let out = if unchanged {
@@ -278,8 +289,29 @@ pub fn apply(
         (out, None)
     };
 
-    // Never produce a file containers/image would reject.
-    let new_main = containers::load(file, &output).map_err(MirrorError::InvalidResult)?;
+    // Never produce a file containers/image would reject. The main file is the validated base
+    // plus the rendered entries (the property tests prove the written text decodes to exactly
+    // this model), so the model is validated instead of parsing the text a third time.
+    let mut new_main = base_conf.clone();
+    new_main.registries = if opts.dropin {
+        base_raw.registries.clone()
+    } else {
+        rendered
+            .iter()
+            .enumerate()
+            .map(|(i, r)| containers::LoadedRegistry {
+                registry: r.clone(),
+                line: base_raw.registries.get(i).and_then(|b| b.line),
+                file: file.to_string(),
+            })
+            .collect()
+    };
+    if !strip.admin_keys.is_empty() || base_raw.was_v1 {
+        // Rare shapes (kept admin tables, v1 files): validate the real text.
+        new_main = containers::load(file, &output).map_err(MirrorError::InvalidResult)?;
+    } else {
+        containers::post_process(&mut new_main).map_err(MirrorError::InvalidResult)?;
+    }
     if let Some(d) = &dropin {
         containers::load_dropin("drop-in", d).map_err(MirrorError::InvalidResult)?;
     }
@@ -291,10 +323,8 @@ pub fn apply(
     if let Some(s) = &search_dropin {
         containers::load_dropin(SEARCH_DROPIN_NAME, s).map_err(MirrorError::InvalidResult)?;
     }
-    let old_view: Vec<Registry> = containers::decode(file, text)
-        .map(|c| c.registries.into_iter().map(|r| r.registry).collect())
-        .unwrap_or_default();
-    let old_search = base_conf_search(text, file);
+    let old_view: Vec<Registry> = old.registries.into_iter().map(|r| r.registry).collect();
+    let old_search = old.unqualified_search_registries.unwrap_or_default();
     let new_search = new_main
         .unqualified_search_registries
         .clone()
@@ -319,13 +349,6 @@ pub fn apply(
         summary,
         entries: rendered,
     })
-}
-
-fn base_conf_search(text: &str, file: &str) -> Vec<String> {
-    containers::decode(file, text)
-        .ok()
-        .and_then(|c| c.unqualified_search_registries)
-        .unwrap_or_default()
 }
 
 fn summarize(sets: &MergedMirrorSets, base: &[Registry], rendered: &[Registry]) -> ManagedSummary {

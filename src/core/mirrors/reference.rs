@@ -77,6 +77,7 @@ pub fn render_entries(
         let parent_scope = list[p].scope().to_string();
         let parent_mirrors = list[p].mirrors.clone();
         let parent_mbdo = list[p].mirror_by_digest_only;
+        #[allow(clippy::needless_range_loop)] // the spec's loop, kept literal on purpose
         for j in 0..list.len() {
             let e = &list[j];
             if e.scope() != parent_scope
