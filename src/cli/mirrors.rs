@@ -496,8 +496,12 @@ fn apply(a: &ApplyArgs, g: &Global, s: &Settings) -> Result<Exit, CliError> {
     // Nothing changed since the last successful apply (same file bytes, same policy bytes, same
     // options, same drop-ins): report it without parsing anything. A lost state file only costs
     // the full path below.
-    let state_file =
-        afs::lock_path_for(&s.state_dir.join("mirrors"), &target).with_extension("state.json");
+    let state_file = s.state_dir.join("mirrors").join(
+        afs::lock_path_for(&s.state_dir, &target)
+            .with_extension("json")
+            .file_name()
+            .unwrap_or_default(),
+    );
     let current_fp = fingerprint(
         &text,
         &policy_files,
