@@ -231,7 +231,10 @@ pub fn decode(file: &str, text: &str) -> Result<LoadedConf, LoadError> {
         file: file.to_string(),
         ..LoadedConf::default()
     };
-    let mut v1_nonempty = false;
+    // containers/image `loadConfigFile` uses `hasSetField`: a key that is present counts as set,
+    // even an empty list (`registries = []`), which decodes to a non-nil slice.
+    let mut v1_set = false;
+    let mut registry_present = false;
     let mut v1 = (
         None::<Vec<String>>,
         None::<Vec<String>>,
@@ -240,6 +243,7 @@ pub fn decode(file: &str, text: &str) -> Result<LoadedConf, LoadError> {
     for (key, item) in doc.iter() {
         match key {
             "registry" => {
+                registry_present = true;
                 for (i, t) in table_list(&ctx, item, "registry")?.into_iter().enumerate() {
                     conf.registries
                         .push(decode_registry(&ctx, &t, i, &mut conf.unknown_keys)?);
@@ -299,35 +303,21 @@ pub fn decode(file: &str, text: &str) -> Result<LoadedConf, LoadError> {
                             .push((format!("registries.{k}"), ctx.lines.line_of(sub.span()))),
                     }
                 }
-                v1_nonempty = [&v1.0, &v1.1, &v1.2]
-                    .iter()
-                    .any(|l| l.as_ref().map(|l| !l.is_empty()).unwrap_or(false));
+                v1_set = [&v1.0, &v1.1, &v1.2].iter().any(|l| l.is_some());
             }
             other => conf
                 .unknown_keys
                 .push((other.to_string(), ctx.lines.line_of(item.span()))),
         }
     }
-    if v1_nonempty {
-        let v2_nonempty = !conf.registries.is_empty()
-            || conf
-                .unqualified_search_registries
-                .as_ref()
-                .map(|l| !l.is_empty())
-                .unwrap_or(false)
-            || conf
-                .credential_helpers
-                .as_ref()
-                .map(|l| !l.is_empty())
-                .unwrap_or(false)
+    if v1_set {
+        let v2_set = registry_present
+            || conf.unqualified_search_registries.is_some()
+            || conf.credential_helpers.is_some()
             || !conf.short_name_mode.is_empty()
             || !conf.additional_layer_store_auth_helper.is_empty()
-            || conf
-                .aliases
-                .as_ref()
-                .map(|a| !a.is_empty())
-                .unwrap_or(false);
-        if v2_nonempty {
+            || conf.aliases.is_some();
+        if v2_set {
             return Err(ctx.err(
                 None,
                 "registries",
