@@ -634,8 +634,8 @@ fn s2_wildcard_sources_accepted_wildcard_mirrors_and_bad_strings_rejected() {
             "invalid format for source \"https://a.com\"",
         ),
     ] {
-        assert_err(TEMPLATE, &[idms("d", &[entry.clone()])], want);
-        assert_err(TEMPLATE, &[icsp("c", &[entry.clone()])], want);
+        assert_err(TEMPLATE, &[idms("d", std::slice::from_ref(&entry))], want);
+        assert_err(TEMPLATE, &[icsp("c", std::slice::from_ref(&entry))], want);
         assert_err(TEMPLATE, &[itms("t", &[entry])], want);
     }
 }
@@ -1263,7 +1263,7 @@ fn s4_wildcard_source_with_nested_mirrorless_entry_is_an_internal_error() {
         msg,
     );
     let base = format!("{TEMPLATE}\n[[registry]]\nlocation = \"y.a.com/ns\"\n");
-    assert_err(&base, &[wild.clone()], msg);
+    assert_err(&base, std::slice::from_ref(&wild), msg);
     // Nested entries that already have mirrors, and non-nested scopes, are fine.
     let out = run(
         TEMPLATE,
