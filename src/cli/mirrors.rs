@@ -570,30 +570,22 @@ fn apply(a: &ApplyArgs, g: &Global, s: &Settings) -> Result<Exit, CliError> {
 
     let dropin_changed = own_is_ours && old_own != new_own;
     let search_changed = old_search != new_search;
+    let extra = [
+        (
+            own_dropin_path.clone(),
+            old_own.clone(),
+            new_own.clone(),
+            dropin_changed,
+        ),
+        (
+            search_path.clone(),
+            old_search.clone(),
+            new_search.clone(),
+            search_changed,
+        ),
+    ];
     if a.dry_run {
-        print_apply(
-            g,
-            &out,
-            &file,
-            &text,
-            mode,
-            true,
-            &warnings,
-            &[
-                (
-                    own_dropin_path.clone(),
-                    old_own.clone(),
-                    new_own.clone(),
-                    dropin_changed,
-                ),
-                (
-                    search_path.clone(),
-                    old_search.clone(),
-                    new_search.clone(),
-                    search_changed,
-                ),
-            ],
-        );
+        print_apply(g, &out, &file, &text, mode, true, &warnings, &extra);
         return Ok(Exit::Ok);
     }
     let backup_dir = s.state_dir.join("backup");
@@ -626,7 +618,7 @@ fn apply(a: &ApplyArgs, g: &Global, s: &Settings) -> Result<Exit, CliError> {
             }
         }
     }
-    print_apply(g, &out, &file, &text, mode, false, &warnings, &[]);
+    print_apply(g, &out, &file, &text, mode, false, &warnings, &extra);
     // Record the fingerprint of the state this apply left behind (its own output as the input).
     let after = fingerprint(
         &out.output,
@@ -735,13 +727,15 @@ fn print_apply(
     warnings: &[String],
     extra: &[(PathBuf, Option<String>, Option<String>, bool)],
 ) {
-    let mut diff = if out.changed {
+    // Diffs are only for --dry-run: a unified diff of a large rewrite is expensive.
+    let any_changed = out.changed || extra.iter().any(|(_, _, _, c)| *c);
+    let mut diff = if out.changed && dry_run {
         unified_diff(file, old, &out.output)
     } else {
         String::new()
     };
     for (p, o, n, changed) in extra {
-        if *changed {
+        if *changed && dry_run {
             diff.push_str(&unified_diff(
                 &p.display().to_string(),
                 o.as_deref().unwrap_or(""),
@@ -753,7 +747,7 @@ fn print_apply(
         println!(
             "{}",
             json!({
-                "schema": 1, "file": file, "mode": mode, "dry_run": dry_run, "changed": out.changed || !diff.is_empty(),
+                "schema": 1, "file": file, "mode": mode, "dry_run": dry_run, "changed": any_changed,
                 "classification": out.classification, "summary": out.summary, "warnings": warnings,
                 "diff": if dry_run { Some(diff) } else { None },
             })
@@ -764,7 +758,7 @@ fn print_apply(
     if dry_run {
         print!("{diff}");
     }
-    let verb = match (dry_run, out.changed || !diff.is_empty()) {
+    let verb = match (dry_run, any_changed) {
         (_, false) => "unchanged",
         (true, true) => "would change",
         (false, true) => "updated",

@@ -224,7 +224,7 @@ pub fn apply(
             blocked: &blocked,
             style: opts.style,
         };
-        render_entries(base_entries.clone(), &input)?
+        render_entries(base_entries.clone(), &input).map_err(|e| locate(e, policies))?
     };
     let summary = summarize(&sets, &base_entries, &rendered);
 
@@ -373,6 +373,25 @@ fn summarize(sets: &MergedMirrorSets, base: &[Registry], rendered: &[Registry]) 
     s
 }
 
+/// Point a renderer error at the policy entry it is about (MCO's message names only the scope).
+fn locate(e: MirrorError, policies: &PolicySet) -> MirrorError {
+    if let MirrorError::Render(msg) = &e {
+        let entry = policies
+            .entries
+            .iter()
+            .find(|en| msg.ends_with(&format!("{:?}", en.source)));
+        if let Some(en) = entry {
+            return MirrorError::Validation {
+                location: format!("{}: {}.source", en.origin, en.path),
+                message: format!(
+                    "{msg} (a registries.conf entry nested in this wildcard source has no mirrors of its own, e.g. a blocked or insecure scope)"
+                ),
+            };
+        }
+    }
+    e
+}
+
 /// The search-registries drop-in (MCO `updateSearchRegistriesConfig`).
 pub fn render_search_dropin(list: &[String]) -> String {
     let mut doc = DocumentMut::new();
@@ -451,7 +470,8 @@ pub fn verify(
                 blocked: &blocked,
                 style: opts.style,
             },
-        )?
+        )
+        .map_err(|e| locate(e, policies))?
     };
     let mut report = VerifyReport {
         checked: desired.len(),

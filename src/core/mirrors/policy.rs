@@ -367,11 +367,16 @@ impl PolicySet {
 
 /// Collapse a multi-line parser message (serde-saphyr renders snippets) into one line.
 fn one_line(s: &str) -> String {
-    s.lines()
+    let joined = s
+        .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
 }
 
 #[cfg(test)]
