@@ -354,3 +354,34 @@ fn demo_runs_unprivileged_in_a_directory() {
             .contains("rhel-node-agent:managed v1")
     );
 }
+
+#[test]
+fn comments_written_inside_managed_tables_survive() {
+    let e = env();
+    assert!(apply(&e, &["--policies", s(&e.policies)]).status.success());
+    let text = fs::read_to_string(&e.conf).unwrap();
+    let edited = text.replacen(
+        "location = \"registry.redhat.io\"\n",
+        "# why: the vendor mirror is ours\nlocation = \"registry.redhat.io\" # see ticket 42\n",
+        1,
+    );
+    assert_ne!(edited, text);
+    fs::write(&e.conf, &edited).unwrap();
+    let out = apply(&e, &[]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2 comment line(s)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = fs::read_to_string(&e.conf).unwrap();
+    assert!(
+        after.contains("# why: the vendor mirror is ours\n# see ticket 42\n"),
+        "{after}"
+    );
+    assert!(after.starts_with(BASE), "{after}");
+    // Stable from then on.
+    let again = apply(&e, &[]);
+    assert!(again.status.success());
+    assert_eq!(fs::read_to_string(&e.conf).unwrap(), after);
+}

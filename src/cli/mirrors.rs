@@ -327,7 +327,10 @@ fn refuse_if_daemon_manages(s: &Settings, target: &Path, force: bool) -> Result<
 
 fn unified_diff(name: &str, old: &str, new: &str) -> String {
     let name = name.trim_start_matches('/');
-    similar::TextDiff::from_lines(old, new)
+    // A deadline keeps the diff of a wholesale rewrite fast (the result is then coarser, still correct).
+    similar::TextDiff::configure()
+        .timeout(std::time::Duration::from_millis(500))
+        .diff_lines(old, new)
         .unified_diff()
         .context_radius(3)
         .header(&format!("a/{name}"), &format!("b/{name}"))
@@ -390,7 +393,11 @@ fn shadow_warnings(main_text: &str, eff_dropins: &[LoadedConf], own: &str) -> Ve
     let Ok(doc) = main_text.parse::<toml_edit::DocumentMut>() else {
         return vec![];
     };
-    let managed = document::managed_scopes(&doc);
+    shadow_warnings_for(&document::managed_scopes(&doc), eff_dropins, own)
+}
+
+/// Drop-ins (other than the agent's own) whose entries replace entries the agent manages.
+fn shadow_warnings_for(managed: &[String], eff_dropins: &[LoadedConf], own: &str) -> Vec<String> {
     let mut out = Vec::new();
     for d in eff_dropins {
         if d.file.ends_with(&format!("/{own}")) {
@@ -560,13 +567,14 @@ fn apply(a: &ApplyArgs, g: &Global, s: &Settings) -> Result<Exit, CliError> {
     if own_is_ours {
         replace.push((own_name.clone(), new_own.clone()));
     }
-    // The node's configuration after the change must load (drop-ins included).
+    // Every drop-in the node will have after the change must load (the main file was validated
+    // by the engine).
     let new_dropins = load_dropins(&dropin_dir, &replace)?;
-    containers::merge_effective(
-        containers::load(&file, &out.output).map_err(CliError::invalid)?,
-        new_dropins.clone(),
-    );
-    warnings.extend(shadow_warnings(&out.output, &new_dropins, &own_name));
+    warnings.extend(shadow_warnings_for(
+        &out.managed_scopes,
+        &new_dropins,
+        &own_name,
+    ));
 
     let dropin_changed = own_is_ours && old_own != new_own;
     let search_changed = old_search != new_search;

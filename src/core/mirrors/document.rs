@@ -122,6 +122,9 @@ pub struct StripReport {
     pub keys: usize,
     /// Keys the administrator added inside managed tables.
     pub admin_keys: Vec<AdminKey>,
+    /// Comment lines the administrator wrote inside managed tables (kept: moved to the end of the
+    /// file when their table is removed).
+    pub admin_comments: Vec<String>,
 }
 
 impl StripReport {
@@ -221,7 +224,11 @@ pub fn strip_managed(doc: &mut DocumentMut, file: &str) -> Result<StripReport, M
             }
             if let Some(Item::ArrayOfTables(ms)) = t.get("mirror") {
                 collect_mirror_admin_keys(ms, &scope, &mut report);
+                for m in ms.iter().collect::<Vec<_>>().into_iter().rev() {
+                    collect_comments(m, &mut report.admin_comments);
+                }
             }
+            collect_comments(t, &mut report.admin_comments);
             aot.remove(i);
             report.tables += 1;
             continue;
@@ -240,6 +247,7 @@ pub fn strip_managed(doc: &mut DocumentMut, file: &str) -> Result<StripReport, M
                         a
                     };
                     collect_mirror_admin_keys(&single, &scope, &mut report);
+                    collect_comments(m, &mut report.admin_comments);
                     ms.remove(j);
                     report.mirrors += 1;
                 } else {
@@ -254,7 +262,54 @@ pub fn strip_managed(doc: &mut DocumentMut, file: &str) -> Result<StripReport, M
     if aot.is_empty() {
         doc.remove("registry");
     }
+    if !report.admin_comments.is_empty() {
+        // Collected bottom-up; keep the administrator's order.
+        report.admin_comments.reverse();
+        let old = doc.trailing().as_str().unwrap_or("").to_string();
+        let moved: String = report
+            .admin_comments
+            .iter()
+            .map(|c| format!("{c}\n"))
+            .collect();
+        doc.set_trailing(format!("{old}{moved}"));
+    }
     Ok(report)
+}
+
+/// Comment lines inside a managed table (its header's leading lines, leading lines of its keys,
+/// comments after its values). The agent writes none, so every one is the administrator's.
+fn collect_comments(t: &Table, out: &mut Vec<String>) {
+    let mut found: Vec<String> = Vec::new();
+    let mut take = |raw: Option<&str>| {
+        for line in raw.unwrap_or("").lines() {
+            let l = line.trim();
+            if l.starts_with('#') && !l.contains(MARKER) {
+                found.push(l.to_string());
+            }
+        }
+    };
+    take(t.decor().prefix().and_then(|s| s.as_str()));
+    take(
+        t.decor()
+            .suffix()
+            .and_then(|s| s.as_str())
+            .and_then(|s| s.find('#').map(|i| &s[i..])),
+    );
+    for (k, v) in t.iter() {
+        if let Some(key) = t.key(k) {
+            take(key.leaf_decor().prefix().and_then(|s| s.as_str()));
+        }
+        if let Item::Value(v) = v {
+            take(
+                v.decor()
+                    .suffix()
+                    .and_then(|s| s.as_str())
+                    .and_then(|s| s.find('#').map(|i| &s[i..])),
+            );
+        }
+    }
+    // Pushed in reverse so that the final reverse() in strip_managed restores file order.
+    out.extend(found.into_iter().rev());
 }
 
 fn collect_mirror_admin_keys(ms: &ArrayOfTables, scope: &str, report: &mut StripReport) {

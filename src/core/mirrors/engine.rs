@@ -58,6 +58,9 @@ pub struct ApplyOutcome {
     pub summary: ManagedSummary,
     /// The entries after rendering (model), for verify-style comparisons.
     pub entries: Vec<Registry>,
+    /// Scopes (as containers/image keys them) of the entries the agent added or changed: a drop-in
+    /// with the same prefix would hide them.
+    pub managed_scopes: Vec<String>,
 }
 
 /// Header written at the top of the drop-in the agent owns.
@@ -196,6 +199,12 @@ pub fn apply(
     let mut base_conf = base_raw.clone();
     containers::post_process(&mut base_conf).map_err(MirrorError::InvalidBase)?;
     let mut warnings: Vec<String> = policies.warnings.clone();
+    if !strip.admin_comments.is_empty() {
+        warnings.push(format!(
+            "{} comment line(s) written inside tables the agent manages were moved to the end of {file}",
+            strip.admin_comments.len()
+        ));
+    }
     for (key, line) in &base_conf.unknown_keys {
         warnings.push(format!(
             "{file}{}: {key}: unknown key, ignored by containers/image",
@@ -339,7 +348,14 @@ pub fn apply(
             registries: &rendered,
         },
     );
+    let managed_scopes = rendered
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| base_entries.get(*i) != Some(*r))
+        .map(|(_, r)| r.scope().trim_end_matches('/').to_string())
+        .collect();
     Ok(ApplyOutcome {
+        managed_scopes,
         changed: output != text,
         output,
         dropin,
