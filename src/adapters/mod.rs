@@ -2,3 +2,4 @@
 //! the pure `core` never sees.
 
 pub mod fs;
+pub mod registries;

@@ -27,7 +27,7 @@ pub struct ApplyOptions {
 }
 
 /// Counts of what the agent manages after an apply, for reports and `STATUS=`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ManagedSummary {
     /// Sources with mirrors (digest and tag buckets).
     pub sources: usize,
