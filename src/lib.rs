@@ -8,3 +8,4 @@ pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod runtime;

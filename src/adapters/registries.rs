@@ -91,6 +91,9 @@ pub struct ApplyRequest {
     pub dry_run: bool,
     /// Skip the running-daemon ownership check (the daemon itself, or `--force-offline`).
     pub skip_daemon_check: bool,
+    /// Write nothing when the change needs a drain (`mirrors.on_drain_required = "hold"`): the
+    /// report says `held`.
+    pub hold_unsafe: bool,
 }
 
 /// One file an apply changes (or would change), with old and new contents.
@@ -125,6 +128,8 @@ pub struct ApplyReport {
     pub warnings: Vec<String>,
     /// The comparison, in verify mode.
     pub verify: Option<VerifyReport>,
+    /// The change needs a drain and was held back (nothing written).
+    pub held: bool,
 }
 
 impl ApplyReport {
@@ -188,6 +193,7 @@ pub fn apply_mirrors(s: &Settings, req: &ApplyRequest) -> Result<ApplyReport, Re
         summary: None,
         warnings: vec![],
         verify: None,
+        held: false,
     };
 
     if mode == MirrorMode::Verify {
@@ -323,6 +329,10 @@ pub fn apply_mirrors(s: &Settings, req: &ApplyRequest) -> Result<ApplyReport, Re
     report.summary = Some(out.summary.clone());
     report.warnings = warnings;
     if req.dry_run {
+        return Ok(report);
+    }
+    if req.hold_unsafe && report.changed() && !out.classification.safe {
+        report.held = true;
         return Ok(report);
     }
     let ropts = ReplaceOptions {

@@ -238,6 +238,7 @@ fn apply(a: &ApplyArgs, g: &Global, s: &Settings) -> Result<Exit, CliError> {
         style: a.style.map(Style::from).unwrap_or(s.mirrors.style),
         dry_run: a.dry_run,
         skip_daemon_check: a.force_offline,
+        hold_unsafe: false,
     };
     if req.policies.is_empty() && !req.dry_run && req.mode != MirrorMode::Verify {
         eprintln!(

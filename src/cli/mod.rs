@@ -1,6 +1,7 @@
 //! The command line: clap definitions, global options, dispatch, and the mapping of every failure to
 //! the exit codes of CLI.md (scripts and Ansible rely on them).
 
+pub mod daemon;
 pub mod demo;
 pub mod mirrors;
 
@@ -132,6 +133,15 @@ pub enum Command {
     Mirrors(mirrors::MirrorsCommand),
     /// Run the mirror engine on an embedded example root (no cluster, no root privileges).
     Demo(demo::DemoArgs),
+    /// Run the node agent daemon (what systemd starts).
+    Daemon(daemon::DaemonArgs),
+    /// Show the daemon's view of the node: mirrors, firewalld, upgrade phase, cluster.
+    Status,
+    /// Ask the daemon to reconcile now.
+    Reconcile,
+    /// Show or check the configuration.
+    #[command(subcommand)]
+    Config(daemon::ConfigCommand),
 }
 
 /// Run a parsed command line; returns the exit code.
@@ -139,6 +149,10 @@ pub fn run(cli: Cli) -> Exit {
     let result = match &cli.command {
         Command::Mirrors(cmd) => mirrors::run(cmd, &cli.global),
         Command::Demo(a) => demo::run(a, &cli.global),
+        Command::Daemon(a) => daemon::daemon(a, &cli.global),
+        Command::Status => daemon::status(&cli.global),
+        Command::Reconcile => daemon::reconcile(&cli.global),
+        Command::Config(c) => daemon::config(c, &cli.global),
     };
     match result {
         Ok(code) => code,

@@ -171,6 +171,17 @@ pub struct MirrorSettings {
     pub backups: u32,
 }
 
+/// `[api]` settings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApiSettings {
+    /// The control socket.
+    pub socket: PathBuf,
+    /// Members of this group may read status; empty = nobody but root and the daemon's uid.
+    pub read_group: String,
+    /// Prometheus listener (`host:port`); empty = none.
+    pub metrics_listen: String,
+}
+
 /// The validated settings the agent runs with.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Settings {
@@ -180,6 +191,8 @@ pub struct Settings {
     pub node_name: String,
     /// `[mirrors]`.
     pub mirrors: MirrorSettings,
+    /// `[api]`.
+    pub api: ApiSettings,
     /// State directory (backups, locks, journal).
     pub state_dir: PathBuf,
     /// Runtime directory (control socket, daemon pid file).
@@ -409,7 +422,24 @@ impl Settings {
         };
         let mut m = MirrorsFrag::default();
         let mut node = NodeFrag::default();
+        let mut api = ApiFrag::default();
         for (file, f) in fragments {
+            if let Some(a) = &f.api {
+                for (key, val, slot) in [
+                    ("api.socket", &a.socket, &mut api.socket),
+                    ("api.read_group", &a.read_group, &mut api.read_group),
+                    (
+                        "api.metrics_listen",
+                        &a.metrics_listen,
+                        &mut api.metrics_listen,
+                    ),
+                ] {
+                    if let Some(v) = val {
+                        *slot = Some(v.clone());
+                        origin(key, file);
+                    }
+                }
+            }
             if let Some(n) = &f.node {
                 if let Some(v) = &n.name {
                     node.name = Some(v.clone());
@@ -449,6 +479,21 @@ impl Settings {
         };
         if let Some(n) = node.name {
             s.node_name = n;
+        }
+        if let Some(v) = api.socket {
+            s.api.socket = under_root(root, v);
+        }
+        if let Some(v) = api.read_group {
+            s.api.read_group = v;
+        }
+        if let Some(v) = api.metrics_listen {
+            if !v.is_empty() && v.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    "api.metrics_listen",
+                    format!("{v:?} is not host:port (e.g. \"127.0.0.1:9858\")"),
+                ));
+            }
+            s.api.metrics_listen = v;
         }
         let ms = &mut s.mirrors;
         if let Some(v) = m.mode {
@@ -521,6 +566,11 @@ impl Settings {
                 on_drain_required: "hold".into(),
                 resync_interval: Duration::from_secs(600),
                 backups: 5,
+            },
+            api: ApiSettings {
+                socket: under_root(root, "/run/rhel-node-agent/control.sock"),
+                read_group: String::new(),
+                metrics_listen: String::new(),
             },
             state_dir: under_root(root, STATE_DIR),
             runtime_dir: under_root(root, RUNTIME_DIR),

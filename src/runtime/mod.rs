@@ -1,0 +1,304 @@
+//! The daemon: watchers, the reconcile loop, the control socket and systemd integration.
+//!
+//! Events only say "something changed": the loop re-reads the configuration, the policies and
+//! registries.conf, and lets [`crate::adapters::registries::apply_mirrors`] decide (an unchanged
+//! state costs a fingerprint check). A periodic resync covers missed events.
+
+pub mod sdnotify;
+pub mod socket;
+pub mod status;
+pub mod watch;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::adapters::fs as afs;
+use crate::adapters::registries::{self, ApplyReport, ApplyRequest};
+use crate::config::{self, MirrorMode, Settings};
+use status::DaemonStatus;
+
+/// Why the daemon could not start (once running, it reports problems instead of exiting).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration is invalid at start-up.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// Another daemon holds the pid-file lock.
+    #[error("{0}: another rhel-node-agent daemon is running")]
+    AlreadyRunning(String),
+    /// A file or socket could not be set up.
+    #[error("{path}: {source}")]
+    Io {
+        /// What failed.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file lock failed.
+    #[error(transparent)]
+    Fs(#[from] afs::FsError),
+}
+
+/// Where the daemon reads from and how.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// `--root`.
+    pub root: PathBuf,
+    /// `--config-dir`.
+    pub extra_config: Option<PathBuf>,
+    /// `--socket` (overrides `api.socket`).
+    pub socket: Option<PathBuf>,
+    /// Debounce of file events.
+    pub debounce: Duration,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The paths whose changes trigger a reconcile.
+fn watched_paths(s: &Settings, extra: Option<&Path>) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = s.mirrors.policy_dirs.clone();
+    if let Some(dir) = s.mirrors.registries_conf.parent() {
+        v.push(dir.to_path_buf());
+    }
+    if let Ok(real) = fs::canonicalize(&s.mirrors.registries_conf) {
+        if let Some(dir) = real.parent() {
+            v.push(dir.to_path_buf());
+        }
+    }
+    v.push(s.mirrors.dropin_dir.clone());
+    v.push(config::under_root(&s.root, config::VENDOR_DIR));
+    v.push(config::under_root(&s.root, config::ADMIN_DIR));
+    if let Some(e) = extra {
+        v.push(e.to_path_buf());
+    }
+    v
+}
+
+/// One reconcile of the mirror component, run off the async thread (file I/O and parsing).
+async fn reconcile(s: &Settings) -> Result<ApplyReport, String> {
+    let policies: Vec<PathBuf> = s
+        .mirrors
+        .policy_dirs
+        .iter()
+        .filter(|p| p.exists())
+        .cloned()
+        .collect();
+    let req = ApplyRequest {
+        registries_conf: s.mirrors.registries_conf.clone(),
+        dropin_dir: s.mirrors.dropin_dir.clone(),
+        policies,
+        mode: registries::resolve_mode(s, None),
+        style: s.mirrors.style,
+        dry_run: false,
+        skip_daemon_check: true,
+        hold_unsafe: s.mirrors.on_drain_required == "hold",
+    };
+    let settings = s.clone();
+    let joined =
+        tokio::task::spawn_blocking(move || registries::apply_mirrors(&settings, &req)).await;
+    let mut result = match joined {
+        Ok(r) => r.map_err(|e| e.message),
+        Err(e) => Err(format!("reconcile task failed: {e}")),
+    };
+    if let Ok(r) = &mut result {
+        if r.changed() && !r.held && !r.dry_run && !s.mirrors.reload_units.is_empty() {
+            // Reloading CRI-O over systemd's D-Bus API arrives with the systemd integration.
+            r.warnings.push(format!(
+                "registries changed; reload {} to apply it (automatic reload over D-Bus is not implemented yet)",
+                s.mirrors.reload_units.join(", ")
+            ));
+        }
+    }
+    match &result {
+        Ok(r) if r.held => tracing::warn!(
+            reason = r
+                .classification
+                .as_ref()
+                .map(|c| c.reason.as_str())
+                .unwrap_or(""),
+            "mirror change needs a drain; held until the next upgrade"
+        ),
+        Ok(r) if r.changed() => tracing::info!(files = r.changes.len(), "mirror policies applied"),
+        Ok(r) => tracing::debug!(cached = r.cached, "mirror policies unchanged"),
+        Err(e) => tracing::error!(error = %e, "mirror reconcile failed"),
+    }
+    result
+}
+
+fn report_json(r: &Result<ApplyReport, String>) -> serde_json::Value {
+    match r {
+        Ok(r) => json!({
+            "schema": 1, "ok": true, "changed": r.changed(), "held": r.held, "cached": r.cached,
+            "files": r.changes.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>(),
+            "classification": r.classification, "summary": r.summary, "warnings": r.warnings,
+            "differences": r.verify.as_ref().map(|v| v.differences.clone()),
+        }),
+        Err(e) => json!({"schema": 1, "ok": false, "error": e}),
+    }
+}
+
+/// Write the pid file the CLI reads: pid, then every file this daemon manages.
+fn write_pid_file(lock: &afs::FileLock, s: &Settings) -> Result<(), DaemonError> {
+    let mut lines = vec![std::process::id().to_string()];
+    if registries::resolve_mode(s, None) != MirrorMode::Verify {
+        let target = afs::resolve_target(&s.mirrors.registries_conf)
+            .unwrap_or_else(|_| s.mirrors.registries_conf.clone());
+        lines.push(target.display().to_string());
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&lock.path)
+        .map_err(io_err(&lock.path))?;
+    f.write_all(format!("{}\n", lines.join("\n")).as_bytes())
+        .map_err(io_err(&lock.path))?;
+    Ok(())
+}
+
+/// Run the daemon until SIGTERM/SIGINT.
+pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
+    let mut settings = Settings::load(&opts.root, opts.extra_config.as_deref())?;
+    let socket_path = opts
+        .socket
+        .clone()
+        .unwrap_or_else(|| settings.api.socket.clone());
+    let pid_path = registries::daemon_pid_path(&settings);
+    let pid_lock = match afs::lock(&pid_path, false) {
+        Ok(l) => l,
+        Err(afs::FsError::Locked { path }) => return Err(DaemonError::AlreadyRunning(path)),
+        Err(e) => return Err(e.into()),
+    };
+    write_pid_file(&pid_lock, &settings)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(2)
+        .build()
+        .map_err(io_err(Path::new("tokio runtime")))?;
+    let result = rt.block_on(async {
+        let root_label = if opts.root == Path::new("/") { String::new() } else { opts.root.display().to_string() };
+        let status = Arc::new(Mutex::new(DaemonStatus::new(&root_label)));
+        let (changed_tx, mut changed_rx) = mpsc::channel::<()>(1);
+        let (reconcile_tx, mut reconcile_rx) = mpsc::channel::<socket::ReconcileRequest>(8);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+        let listener = socket::bind(&socket_path).map_err(io_err(&socket_path))?;
+        let api = socket::Api { status: status.clone(), reconcile: reconcile_tx, read_group: settings.api.read_group.clone() };
+        let mut stop_for_server = stop_rx.clone();
+        let server = tokio::spawn(socket::serve(listener, api, async move {
+            let _ = stop_for_server.wait_for(|s| *s).await;
+        }));
+
+        let mut watches = watch::Watches::new(changed_tx).map_err(|e| DaemonError::Io {
+            path: "inotify".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        watches.ensure(&watched_paths(&settings, opts.extra_config.as_deref()));
+
+        let mut sighup = signal(SignalKind::hangup()).map_err(io_err(Path::new("SIGHUP")))?;
+        let mut sigterm = signal(SignalKind::terminate()).map_err(io_err(Path::new("SIGTERM")))?;
+        let mut sigint = signal(SignalKind::interrupt()).map_err(io_err(Path::new("SIGINT")))?;
+        let mut resync = tokio::time::interval(settings.mirrors.resync_interval.max(Duration::from_secs(1)));
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resync.tick().await;
+        let wd = sdnotify::watchdog_interval();
+        let mut watchdog = tokio::time::interval(wd.map(|d| d / 2).unwrap_or(Duration::from_secs(3600)));
+
+        // First reconcile, then READY=1 whether it worked or not (it never waits on the network).
+        let first = reconcile(&settings).await;
+        let line = {
+            let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
+            st.record(&first);
+            st.status_line()
+        };
+        sdnotify::ready(&line);
+        tracing::info!(socket = %socket_path.display(), status = %line, "rhel-node-agent daemon ready");
+
+        loop {
+            let mut reply: Option<socket::ReconcileRequest> = None;
+            tokio::select! {
+                _ = sigterm.recv() => break,
+                _ = sigint.recv() => break,
+                _ = sighup.recv() => {
+                    sdnotify::reloading();
+                    match Settings::load(&opts.root, opts.extra_config.as_deref()) {
+                        Ok(s) => {
+                            settings = s;
+                            status.lock().unwrap_or_else(|p| p.into_inner()).config_error = None;
+                            tracing::info!("configuration reloaded");
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "configuration reload failed; keeping the previous settings");
+                            status.lock().unwrap_or_else(|p| p.into_inner()).config_error = Some(e.to_string());
+                        }
+                    }
+                    watches.ensure(&watched_paths(&settings, opts.extra_config.as_deref()));
+                }
+                Some(()) = changed_rx.recv() => {
+                    // Debounce: wait until the files have been quiet for `debounce`, so a burst
+                    // of writes ends in one reconcile.
+                    loop {
+                        tokio::time::sleep(opts.debounce).await;
+                        let mut more = false;
+                        while changed_rx.try_recv().is_ok() {
+                            more = true;
+                        }
+                        if !more {
+                            break;
+                        }
+                    }
+                    // Configuration fragments are among the watched files: re-read them too.
+                    match Settings::load(&opts.root, opts.extra_config.as_deref()) {
+                        Ok(s) => {
+                            settings = s;
+                            status.lock().unwrap_or_else(|p| p.into_inner()).config_error = None;
+                        }
+                        Err(e) => status.lock().unwrap_or_else(|p| p.into_inner()).config_error = Some(e.to_string()),
+                    }
+                }
+                Some(tx) = reconcile_rx.recv() => reply = Some(tx),
+                _ = resync.tick() => {}
+                _ = watchdog.tick() => {
+                    if wd.is_some() {
+                        sdnotify::watchdog();
+                    }
+                    continue;
+                }
+            }
+            let result = reconcile(&settings).await;
+            let line = {
+                let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
+                st.record(&result);
+                st.status_line()
+            };
+            sdnotify::status(&line);
+            if let Some(tx) = reply {
+                let _ = tx.send(report_json(&result));
+            }
+            watches.ensure(&watched_paths(&settings, opts.extra_config.as_deref()));
+            if wd.is_some() {
+                sdnotify::watchdog();
+            }
+        }
+        sdnotify::stopping();
+        tracing::info!("rhel-node-agent daemon stopping");
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        let _ = fs::remove_file(&socket_path);
+        Ok::<(), DaemonError>(())
+    });
+    let _ = fs::remove_file(&pid_path);
+    drop(pid_lock);
+    result
+}

@@ -1,0 +1,170 @@
+//! The control socket: HTTP/JSON over a Unix socket, authorised per connection by the peer's
+//! credentials (SO_PEERCRED). uid 0 and the daemon's own uid may change things; members of
+//! `api.read_group` may read; everyone else is refused.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::connect_info::{self, ConnectInfo};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+
+use super::status::DaemonStatus;
+
+/// Who is on the other end of a connection.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// Effective uid.
+    pub uid: u32,
+    /// Effective gid.
+    pub gid: u32,
+    /// Process id, when the kernel tells.
+    pub pid: Option<i32>,
+}
+
+impl connect_info::Connected<axum::serve::IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, UnixListener>) -> Self {
+        match stream.io().peer_cred() {
+            Ok(c) => Peer {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+            },
+            // Unknown peer: treated as nobody.
+            Err(_) => Peer {
+                uid: u32::MAX,
+                gid: u32::MAX,
+                pid: None,
+            },
+        }
+    }
+}
+
+/// A request from the socket to the main loop: reconcile now, answer with the outcome.
+pub type ReconcileRequest = oneshot::Sender<serde_json::Value>;
+
+/// Shared state of the socket handlers.
+#[derive(Clone)]
+pub struct Api {
+    /// The daemon's status.
+    pub status: Arc<Mutex<DaemonStatus>>,
+    /// Ask the main loop to reconcile.
+    pub reconcile: mpsc::Sender<ReconcileRequest>,
+    /// The group whose members may read.
+    pub read_group: String,
+}
+
+/// What a peer may do.
+#[derive(Debug, PartialEq, Eq)]
+enum Access {
+    Write,
+    Read,
+    None,
+}
+
+fn access(peer: &Peer, read_group: &str) -> Access {
+    let own = nix::unistd::geteuid().as_raw();
+    if peer.uid == 0 || peer.uid == own {
+        return Access::Write;
+    }
+    if read_group.is_empty() {
+        return Access::None;
+    }
+    let Ok(Some(group)) = nix::unistd::Group::from_name(read_group) else {
+        return Access::None;
+    };
+    if peer.gid == group.gid.as_raw() {
+        return Access::Read;
+    }
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(peer.uid))
+        .ok()
+        .flatten();
+    match user {
+        Some(u) if group.mem.contains(&u.name) || u.gid == group.gid => Access::Read,
+        _ => Access::None,
+    }
+}
+
+fn refuse(peer: &Peer, what: &str) -> Response {
+    tracing::warn!(uid = peer.uid, pid = ?peer.pid, what, "control socket request refused");
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({"schema": 1, "error": format!("uid {} may not {what}", peer.uid)})),
+    )
+        .into_response()
+}
+
+async fn status(State(api): State<Api>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
+    if access(&peer, &api.read_group) == Access::None {
+        return refuse(&peer, "read the status");
+    }
+    let st = api.status.lock().map(|s| s.clone());
+    match st {
+        Ok(s) => Json(s).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "status lock poisoned").into_response(),
+    }
+}
+
+async fn reconcile(State(api): State<Api>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
+    if access(&peer, &api.read_group) != Access::Write {
+        return refuse(&peer, "trigger a reconcile");
+    }
+    let (tx, rx) = oneshot::channel();
+    if api.reconcile.send(tx).await.is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"schema": 1, "error": "the daemon is stopping"})),
+        )
+            .into_response();
+    }
+    match rx.await {
+        Ok(v) => Json(v).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"schema": 1, "error": "the daemon is stopping"})),
+        )
+            .into_response(),
+    }
+}
+
+/// Bind the socket (replacing a stale one) and build the router.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    // Anyone may connect; what they may do is decided per request from their credentials.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// Serve the API until `shutdown` resolves.
+pub async fn serve(
+    listener: UnixListener,
+    api: Api,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let app = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/reconcile", post(reconcile))
+        .with_state(api);
+    let make = app.into_make_service_with_connect_info::<Peer>();
+    if let Err(e) = axum::serve(listener, make)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "control socket server stopped");
+    }
+}

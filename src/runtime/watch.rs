@@ -1,0 +1,71 @@
+//! File-system watches: events only say "something changed"; the main loop debounces them and
+//! re-reads everything.
+//!
+//! Raw notify events are used and debounced by the main loop (wait for a quiet period, then
+//! reconcile once): a per-path debouncer that pairs creates with removes can swallow the removal
+//! of a file it saw created, which would leave a removed policy applied until the next resync.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+/// A set of non-recursive watches that can grow as watched directories appear.
+pub struct Watches {
+    watcher: RecommendedWatcher,
+    watched: BTreeSet<PathBuf>,
+}
+
+/// The nearest existing directory at or above `p` (a missing policy directory is watched through
+/// its parent, so its creation is noticed).
+fn existing_dir(p: &Path) -> Option<PathBuf> {
+    let mut cur = Some(p);
+    while let Some(c) = cur {
+        if c.is_dir() {
+            return Some(c.to_path_buf());
+        }
+        cur = c.parent();
+    }
+    None
+}
+
+impl Watches {
+    /// Start a watcher that sends `()` on `tx` for every change (reads are not changes).
+    pub fn new(tx: mpsc::Sender<()>) -> notify::Result<Watches> {
+        let watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+                // Reads (our own included) are not changes: reacting to them would loop.
+                Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => {}
+                Ok(_) => {
+                    // A full channel already holds a pending "changed": nothing is lost.
+                    let _ = tx.try_send(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "file watch error");
+                    let _ = tx.try_send(());
+                }
+            })?;
+        Ok(Watches {
+            watcher,
+            watched: BTreeSet::new(),
+        })
+    }
+
+    /// Make sure every path in `wanted` (or its nearest existing ancestor) is watched.
+    pub fn ensure(&mut self, wanted: &[PathBuf]) {
+        for p in wanted {
+            let Some(dir) = existing_dir(p) else { continue };
+            if self.watched.contains(&dir) {
+                continue;
+            }
+            match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    tracing::debug!(path = %dir.display(), "watching");
+                    self.watched.insert(dir);
+                }
+                Err(e) => tracing::warn!(path = %dir.display(), error = %e, "cannot watch"),
+            }
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The daemon under `--root`, unprivileged paths, real files and a real control socket: policy
+//! changes are applied, bad input is reported and changes nothing, SIGHUP reloads the
+//! configuration, SIGTERM stops it cleanly, and the CLI respects its ownership.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rhel-node-agent");
+
+const BASE: &str = "# admin\nunqualified-search-registries = [\"registry.access.redhat.com\"]\n";
+const IDMS: &str = "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata: {name: d}\nspec:\n  imageDigestMirrors:\n  - source: quay.io/ns\n    mirrors: [mirror.local/ns]\n";
+const ITMS: &str = "apiVersion: config.openshift.io/v1\nkind: ImageTagMirrorSet\nmetadata: {name: t}\nspec:\n  imageTagMirrors:\n  - source: quay.io/tools\n    mirrors: [mirror.local/tools]\n";
+
+struct Daemon {
+    child: Child,
+    root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(extra_config: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        for d in [
+            "etc/containers/registries.conf.d",
+            "etc/rhel-node-agent/mirrors.d",
+            "etc/rhel-node-agent/config.d",
+        ] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        fs::write(root.join("etc/containers/registries.conf"), BASE).unwrap();
+        fs::write(
+            root.join("etc/rhel-node-agent/config.d/50-test.toml"),
+            extra_config,
+        )
+        .unwrap();
+        let child = Command::new(BIN)
+            .args(["--root"])
+            .arg(&root)
+            .args(["daemon", "--debounce", "50ms", "-v"])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.path().join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            root,
+            _dir: dir,
+        };
+        d.wait_for(
+            || d.root.join("run/rhel-node-agent/control.sock").exists(),
+            "the control socket",
+        );
+        d
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "-o", "json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn conf(&self) -> String {
+        fs::read_to_string(self.root.join("etc/containers/registries.conf")).unwrap()
+    }
+
+    fn policy(&self, name: &str) -> PathBuf {
+        self.root.join("etc/rhel-node-agent/mirrors.d").join(name)
+    }
+
+    fn wait_for(&self, mut cond: impl FnMut() -> bool, what: &str) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log =
+            fs::read_to_string(self.root.parent().unwrap().join("daemon.log")).unwrap_or_default();
+        let status = self.cli(&["status", "-o", "json"]);
+        panic!(
+            "timed out waiting for {what}\nstatus: {}\nlog:\n{log}",
+            String::from_utf8_lossy(&status.stdout)
+        );
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp-write");
+    fs::write(&tmp, text).unwrap();
+    fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn daemon_applies_policy_changes_and_reports_errors() {
+    let d = Daemon::start("[mirrors]\non_drain_required = \"apply\"\n");
+    assert_eq!(d.status()["mirrors"]["state"], "ok");
+    assert_eq!(d.conf(), BASE);
+
+    write_atomically(&d.policy("10-idms.yaml"), IDMS);
+    d.wait_for(
+        || d.conf().contains("mirror.local/ns"),
+        "the IDMS to be applied",
+    );
+    d.wait_for(
+        || d.status()["mirrors"]["summary"]["sources"] == 1,
+        "status to show one source",
+    );
+
+    // A bad policy: nothing changes, the error is visible, the daemon stays up.
+    let before = d.conf();
+    write_atomically(&d.policy("20-bad.yaml"), "kind: Pod\nmetadata: {name: p}\n");
+    d.wait_for(
+        || d.status()["mirrors"]["state"] == "error",
+        "the error in status",
+    );
+    let st = d.status();
+    assert!(
+        st["mirrors"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("20-bad.yaml:1: Pod/p"),
+        "{st}"
+    );
+    assert_eq!(d.conf(), before);
+    let out = d.cli(&["reconcile"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // Fixed: applied again; removal of all policies restores the administrator's file.
+    fs::remove_file(d.policy("20-bad.yaml")).unwrap();
+    d.wait_for(|| d.status()["mirrors"]["state"] == "ok", "recovery");
+    fs::remove_file(d.policy("10-idms.yaml")).unwrap();
+    d.wait_for(|| d.conf() == BASE, "the administrator's file back");
+
+    // The CLI may not write a file the daemon manages; a second daemon may not start.
+    write_atomically(&d.policy("10-idms.yaml"), IDMS);
+    d.wait_for(|| d.conf().contains("mirror.local/ns"), "the IDMS again");
+    let out = d.cli(&["mirrors", "apply"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d.conf().contains("mirror.local/ns"));
+    let out = d.cli(&["daemon"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = d.cli(&["reconcile", "-o", "json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["changed"], false);
+}
+
+#[test]
+fn changes_that_need_a_drain_are_held_by_default() {
+    let d = Daemon::start("");
+    write_atomically(&d.policy("10-itms.yaml"), ITMS);
+    d.wait_for(
+        || d.status()["mirrors"]["state"] == "held",
+        "the change to be held",
+    );
+    assert_eq!(d.conf(), BASE, "a held change writes nothing");
+    let st = d.status();
+    assert!(
+        st["mirrors"]["held_reason"]
+            .as_str()
+            .unwrap()
+            .contains("registry quay.io/tools has been added"),
+        "{st}"
+    );
+}
+
+#[test]
+fn sighup_reloads_configuration_and_sigterm_stops_cleanly() {
+    let mut d = Daemon::start("[mirrors]\non_drain_required = \"hold\"\n");
+    write_atomically(&d.policy("10-itms.yaml"), ITMS);
+    d.wait_for(|| d.status()["mirrors"]["state"] == "held", "held");
+    // Bad config + SIGHUP: keeps running on the previous settings and says so.
+    fs::write(
+        d.root.join("etc/rhel-node-agent/config.d/50-test.toml"),
+        "[mirrors]\nbogus = 1\n",
+    )
+    .unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_for(
+        || {
+            d.status()["config_error"]
+                .as_str()
+                .map(|e| e.contains("bogus"))
+                .unwrap_or(false)
+        },
+        "the config error",
+    );
+    // Good config + SIGHUP: applied.
+    fs::write(
+        d.root.join("etc/rhel-node-agent/config.d/50-test.toml"),
+        "[mirrors]\non_drain_required = \"apply\"\n",
+    )
+    .unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_for(
+        || d.conf().contains("mirror.local/tools"),
+        "the held change applied after the reload",
+    );
+    assert!(d.status()["config_error"].is_null());
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!d.root.join("run/rhel-node-agent/control.sock").exists());
+    let out = d.cli(&["status"]);
+    assert_eq!(out.status.code(), Some(4), "no daemon: unreachable");
+}
+
+#[test]
+fn config_show_and_check() {
+    let d = Daemon::start("[mirrors]\nbackups = 9\n");
+    let out = d.cli(&["config", "show"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("mirrors.backups = 9    # ") && text.contains("50-test.toml"),
+        "{text}"
+    );
+    fs::write(
+        d.root.join("etc/rhel-node-agent/config.d/60-bad.toml"),
+        "[mirrors]\nmode = \"sideways\"\n",
+    )
+    .unwrap();
+    let out = d.cli(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("60-bad.toml: mirrors.mode:"));
+}
+
+#[test]
+fn socket_authorization_by_peer_credentials() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run clients as another uid");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
+    let group = nix::unistd::Group::from_gid(nobody.gid)
+        .unwrap()
+        .expect("nobody's group");
+    let d = Daemon::start(&format!("[api]\nread_group = {:?}\n", group.name));
+    // Let the other uid reach the socket through the temporary directories.
+    for p in [d.root.parent().unwrap(), &d.root] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let as_nobody = |args: &[&str], gid: u32| {
+        Command::new(BIN)
+            .arg("--root")
+            .arg(&d.root)
+            .args(args)
+            .uid(nobody.uid.as_raw())
+            .gid(gid)
+            .output()
+            .unwrap()
+    };
+    // A member of read_group may read, not change.
+    let out = as_nobody(&["status", "-o", "json"], nobody.gid.as_raw());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = as_nobody(&["reconcile"], nobody.gid.as_raw());
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("may not trigger a reconcile"));
+    // Root may change things.
+    assert!(d.cli(&["reconcile"]).status.success());
+}
+
+#[test]
+fn socket_refuses_everyone_else() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run clients as another uid");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
+    let d = Daemon::start("");
+    for p in [d.root.parent().unwrap(), &d.root] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = Command::new(BIN)
+        .arg("--root")
+        .arg(&d.root)
+        .args(["status"])
+        .uid(nobody.uid.as_raw())
+        .gid(nobody.gid.as_raw())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("may not read the status"));
+}
