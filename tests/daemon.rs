@@ -21,6 +21,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(extra_config: &str) -> Daemon {
+        Daemon::start_with(extra_config, None)
+    }
+
+    fn start_with(extra_config: &str, notify_socket: Option<&Path>) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         for d in [
@@ -36,7 +40,11 @@ impl Daemon {
             extra_config,
         )
         .unwrap();
-        let child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        if let Some(n) = notify_socket {
+            cmd.env("NOTIFY_SOCKET", n);
+        }
+        let child = cmd
             .args(["--root"])
             .arg(&root)
             .args(["daemon", "--debounce", "50ms", "-v"])
@@ -343,4 +351,41 @@ fn socket_refuses_everyone_else() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("may not read the status"));
+}
+
+#[test]
+fn sd_notify_ready_and_status_and_a_full_queue_never_blocks_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let d = Daemon::start_with("[mirrors]\non_drain_required = \"apply\"\n", Some(&path));
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        first.contains("READY=1")
+            && first
+                .contains("STATUS=mirrors: 0 sources applied, firewalld: unmanaged, phase: idle"),
+        "{first}"
+    );
+    // Stop reading: the datagram queue fills up; the daemon must keep working.
+    for i in 0..400 {
+        write_atomically(
+            &d.policy("10-idms.yaml"),
+            &IDMS.replace("mirror.local/ns", &format!("mirror{i}.local/ns")),
+        );
+        if i % 20 == 0 {
+            d.wait_for(
+                || d.conf().contains(&format!("mirror{i}.local/ns")),
+                "an apply",
+            );
+        }
+    }
+    d.wait_for(|| d.conf().contains("mirror399.local/ns"), "the last apply");
+    let st = d.status();
+    assert_eq!(st["mirrors"]["state"], "ok");
+    // More STATUS= datagrams than the kernel queues (net.unix.max_dgram_qlen, 10 by default).
+    assert!(st["mirrors"]["reconciles"].as_u64().unwrap() > 20, "{st}");
 }
