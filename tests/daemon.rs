@@ -61,6 +61,11 @@ impl Daemon {
             || d.root.join("run/rhel-node-agent/control.sock").exists(),
             "the control socket",
         );
+        // The socket answers from the start ("pending"); wait for the first reconcile.
+        d.wait_for(
+            || d.status()["mirrors"]["state"] != "pending",
+            "the first reconcile",
+        );
         d
     }
 
