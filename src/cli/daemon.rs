@@ -38,6 +38,7 @@ pub fn daemon(a: &DaemonArgs, g: &Global) -> Result<Exit, CliError> {
         extra_config: g.config_dir.clone(),
         socket: g.socket.clone(),
         debounce,
+        system_bus: g.system_bus.clone(),
     };
     match runtime::run(opts) {
         Ok(()) => Ok(Exit::Ok),

@@ -199,6 +199,8 @@ pub struct Settings {
     pub runtime_dir: PathBuf,
     /// Which file set each dotted key, for `config show`.
     pub origins: BTreeMap<String, String>,
+    /// `--system-bus`: the D-Bus address used as the system bus (`None`: the real one).
+    pub system_bus: Option<String>,
 }
 
 mod duration_text {
@@ -542,10 +544,6 @@ impl Settings {
         if let Some(v) = m.backups {
             ms.backups = v;
         }
-        if root != Path::new("/") {
-            // Under --root the agent never touches the host (CLI.md).
-            ms.reload_units.clear();
-        }
         Ok(s)
     }
 
@@ -575,6 +573,17 @@ impl Settings {
             state_dir: under_root(root, STATE_DIR),
             runtime_dir: under_root(root, RUNTIME_DIR),
             origins: BTreeMap::new(),
+            system_bus: None,
+        }
+    }
+
+    /// Apply the `--root` rule of CLI.md: under a root the agent never touches the host, so no
+    /// units are reloaded unless a bus was given explicitly (`--system-bus`, tests with a private
+    /// bus or an nspawn container).
+    pub fn confine(&mut self, system_bus: Option<&str>) {
+        self.system_bus = system_bus.map(str::to_string);
+        if self.root != Path::new("/") && system_bus.is_none() {
+            self.mirrors.reload_units.clear();
         }
     }
 
@@ -639,6 +648,15 @@ mod tests {
             s.mirrors.registries_conf,
             PathBuf::from("/tmp/root/etc/r.conf")
         );
-        assert!(s.mirrors.reload_units.is_empty());
+        assert_eq!(s.mirrors.reload_units, vec!["crio.service".to_string()]);
+        let mut confined = s.clone();
+        confined.confine(None);
+        assert!(
+            confined.mirrors.reload_units.is_empty(),
+            "--root without --system-bus reloads nothing"
+        );
+        let mut with_bus = s.clone();
+        with_bus.confine(Some("unix:path=/tmp/bus"));
+        assert_eq!(with_bus.mirrors.reload_units.len(), 1);
     }
 }

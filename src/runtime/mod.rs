@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::adapters::fs as afs;
 use crate::adapters::registries::{self, ApplyReport, ApplyRequest};
+use crate::adapters::systemd;
 use crate::config::{self, MirrorMode, Settings};
 use status::DaemonStatus;
 
@@ -57,6 +58,8 @@ pub struct DaemonOptions {
     pub socket: Option<PathBuf>,
     /// Debounce of file events.
     pub debounce: Duration,
+    /// `--system-bus`: the D-Bus address used as the system bus.
+    pub system_bus: Option<String>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
@@ -86,8 +89,114 @@ fn watched_paths(s: &Settings, extra: Option<&Path>) -> Vec<PathBuf> {
     v
 }
 
+/// Loop state that outlives one reconcile.
+#[derive(Default)]
+struct ReloadState {
+    /// A change is on disk but the units have not been reloaded yet (the bus was unreachable).
+    pending: bool,
+    /// Digest of the inputs whose change left a unit inactive, and that report: not applied again
+    /// until they change.
+    quarantined: Option<(String, String)>,
+}
+
+/// Digest of the policy files and mirror settings (what decides the rendered result).
+fn inputs_digest(s: &Settings) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&s.mirrors).unwrap_or_default());
+    let dirs: Vec<PathBuf> = s
+        .mirrors
+        .policy_dirs
+        .iter()
+        .filter(|p| p.exists())
+        .cloned()
+        .collect();
+    for (p, b) in registries::read_policy_files(&dirs).unwrap_or_default() {
+        h.update(p.as_os_str().as_encoded_bytes());
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(&b);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reload the configured units (CRI-O) after a change, as the machine-config-daemon does. If a
+/// unit is no longer active afterwards, put the previous files back, reload again and report.
+async fn reload_after_change(
+    s: &Settings,
+    report: &mut ApplyReport,
+    state: &mut ReloadState,
+) -> Result<(), String> {
+    let conn = match systemd::connect(s.system_bus.as_deref()).await {
+        Ok(c) => c,
+        Err(e) => {
+            state.pending = true;
+            return Err(format!("{e}; the new registries configuration is written but {} not reloaded yet (retried)", s.mirrors.reload_units.join(", ")));
+        }
+    };
+    let mut broken = Vec::new();
+    for unit in &s.mirrors.reload_units {
+        match systemd::reload_if_active(&conn, unit, Duration::from_secs(90)).await {
+            Ok(r) => {
+                tracing::info!(unit = %r.unit, outcome = %r.outcome, active_state = %r.active_state, "unit reload");
+                if r.left_inactive() {
+                    broken.push(format!(
+                        "{} ({}, now {})",
+                        r.unit, r.outcome, r.active_state
+                    ));
+                }
+            }
+            Err(e) => {
+                state.pending = true;
+                return Err(e.to_string());
+            }
+        }
+    }
+    state.pending = false;
+    if broken.is_empty() {
+        return Ok(());
+    }
+    // Roll back: the previous contents of every file this apply changed.
+    for c in &report.changes {
+        let restored = match &c.old {
+            Some(old) => {
+                afs::atomic_replace(&c.path, old.as_bytes(), &afs::ReplaceOptions::default())
+                    .map(|_| ())
+            }
+            None => std::fs::remove_file(&c.path).map_err(|source| afs::FsError::Io {
+                path: c.path.display().to_string(),
+                op: "remove",
+                source,
+            }),
+        };
+        if let Err(e) = restored {
+            return Err(format!(
+                "{} not active after the reload, and restoring {} failed: {e}",
+                broken.join(", "),
+                c.path.display()
+            ));
+        }
+    }
+    for unit in &s.mirrors.reload_units {
+        if let Err(e) = systemd::reload_if_active(&conn, unit, Duration::from_secs(90)).await {
+            tracing::warn!(unit, error = %e, "reload after the rollback failed");
+        }
+    }
+    let reason = format!(
+        "{} not active after reloading for the new registries configuration; the previous files were restored and reloaded. The policies are not applied again until they change",
+        broken.join(", ")
+    );
+    state.quarantined = Some((inputs_digest(s), reason.clone()));
+    Err(reason)
+}
+
 /// One reconcile of the mirror component, run off the async thread (file I/O and parsing).
-async fn reconcile(s: &Settings) -> Result<ApplyReport, String> {
+async fn reconcile(s: &Settings, state: &mut ReloadState) -> Result<ApplyReport, String> {
+    if let Some((digest, reason)) = &state.quarantined {
+        if *digest == inputs_digest(s) {
+            return Err(reason.clone());
+        }
+        state.quarantined = None;
+    }
     let policies: Vec<PathBuf> = s
         .mirrors
         .policy_dirs
@@ -113,12 +222,12 @@ async fn reconcile(s: &Settings) -> Result<ApplyReport, String> {
         Err(e) => Err(format!("reconcile task failed: {e}")),
     };
     if let Ok(r) = &mut result {
-        if r.changed() && !r.held && !r.dry_run && !s.mirrors.reload_units.is_empty() {
-            // Reloading CRI-O over systemd's D-Bus API arrives with the systemd integration.
-            r.warnings.push(format!(
-                "registries changed; reload {} to apply it (automatic reload over D-Bus is not implemented yet)",
-                s.mirrors.reload_units.join(", ")
-            ));
+        let needs_reload =
+            (r.changed() && !r.held && !r.dry_run && r.verify.is_none()) || state.pending;
+        if needs_reload && !s.mirrors.reload_units.is_empty() {
+            if let Err(e) = reload_after_change(s, r, state).await {
+                result = Err(e);
+            }
         }
     }
     match &result {
@@ -169,7 +278,12 @@ fn write_pid_file(lock: &afs::FileLock, s: &Settings) -> Result<(), DaemonError>
 
 /// Run the daemon until SIGTERM/SIGINT.
 pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
-    let mut settings = Settings::load(&opts.root, opts.extra_config.as_deref())?;
+    let load = |opts: &DaemonOptions| -> Result<Settings, config::ConfigError> {
+        let mut s = Settings::load(&opts.root, opts.extra_config.as_deref())?;
+        s.confine(opts.system_bus.as_deref());
+        Ok(s)
+    };
+    let mut settings = load(&opts)?;
     let socket_path = opts
         .socket
         .clone()
@@ -216,7 +330,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         let mut watchdog = tokio::time::interval(wd.map(|d| d / 2).unwrap_or(Duration::from_secs(3600)));
 
         // First reconcile, then READY=1 whether it worked or not (it never waits on the network).
-        let first = reconcile(&settings).await;
+        let mut reload_state = ReloadState::default();
+        let first = reconcile(&settings, &mut reload_state).await;
         let line = {
             let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
             st.record(&first);
@@ -232,7 +347,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 _ = sigint.recv() => break,
                 _ = sighup.recv() => {
                     sdnotify::reloading();
-                    match Settings::load(&opts.root, opts.extra_config.as_deref()) {
+                    match load(&opts) {
                         Ok(s) => {
                             settings = s;
                             status.lock().unwrap_or_else(|p| p.into_inner()).config_error = None;
@@ -259,7 +374,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                         }
                     }
                     // Configuration fragments are among the watched files: re-read them too.
-                    match Settings::load(&opts.root, opts.extra_config.as_deref()) {
+                    match load(&opts) {
                         Ok(s) => {
                             settings = s;
                             status.lock().unwrap_or_else(|p| p.into_inner()).config_error = None;
@@ -276,7 +391,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     continue;
                 }
             }
-            let result = reconcile(&settings).await;
+            let result = reconcile(&settings, &mut reload_state).await;
             let line = {
                 let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
                 st.record(&result);

@@ -1,0 +1,168 @@
+//! systemd over its D-Bus API (zbus + zbus_systemd, systemd1): reload units the way the
+//! machine-config-daemon does after a registries change (`systemctl reload crio`), and check that
+//! they are still running afterwards. Only methods systemd 239 (RHEL 8) has are called: GetUnit,
+//! Subscribe, ReloadUnit, the Unit ActiveState property and the JobRemoved signal.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
+
+/// systemd adapter errors, each naming the unit.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    /// The bus could not be reached.
+    #[error("system bus {address}: {source}")]
+    Bus {
+        /// The address (or "system bus").
+        address: String,
+        /// The error.
+        source: zbus::Error,
+    },
+    /// A D-Bus call failed.
+    #[error("{unit}: {what}: {source}")]
+    Call {
+        /// The unit.
+        unit: String,
+        /// The call.
+        what: &'static str,
+        /// The error.
+        source: zbus::Error,
+    },
+    /// The reload job did not finish in time.
+    #[error("{unit}: reload did not finish within {0:?}", .timeout)]
+    Timeout {
+        /// The unit.
+        unit: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+}
+
+/// What happened to one unit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnitReload {
+    /// The unit.
+    pub unit: String,
+    /// `reloaded`, `skipped (inactive)`, `skipped (not loaded)` or `failed (<job result>)`.
+    pub outcome: String,
+    /// `ActiveState` after the reload (or when skipped).
+    pub active_state: String,
+}
+
+impl UnitReload {
+    /// The unit was running before and is not running after the reload.
+    pub fn broke_unit(&self) -> bool {
+        self.outcome.starts_with("reloaded") || self.outcome.starts_with("failed")
+    }
+    /// True when the unit is not active after we reloaded it.
+    pub fn left_inactive(&self) -> bool {
+        self.broke_unit() && self.active_state != "active" && self.active_state != "reloading"
+    }
+}
+
+/// Connect to the system bus, or to `address` (tests, nspawn containers).
+pub async fn connect(address: Option<&str>) -> Result<zbus::Connection, SystemdError> {
+    let label = address.unwrap_or("system bus").to_string();
+    let builder = match address {
+        Some(a) => zbus::connection::Builder::address(a),
+        None => zbus::connection::Builder::system(),
+    };
+    builder.build().await.map_err(|source| SystemdError::Bus {
+        address: label,
+        source,
+    })
+}
+
+fn call<'a>(unit: &'a str, what: &'static str) -> impl FnOnce(zbus::Error) -> SystemdError + 'a {
+    move |source| SystemdError::Call {
+        unit: unit.to_string(),
+        what,
+        source,
+    }
+}
+
+/// Reload `unit` if it is active (`ReloadUnit`, mode `replace`), wait for the job to finish, and
+/// read its `ActiveState` afterwards.
+pub async fn reload_if_active(
+    conn: &zbus::Connection,
+    unit: &str,
+    timeout: Duration,
+) -> Result<UnitReload, SystemdError> {
+    let manager = ManagerProxy::new(conn)
+        .await
+        .map_err(call(unit, "Manager proxy"))?;
+    let path = match manager.get_unit(unit.to_string()).await {
+        Ok(p) => p,
+        Err(zbus::Error::MethodError(name, _, _))
+            if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+        {
+            return Ok(UnitReload {
+                unit: unit.into(),
+                outcome: "skipped (not loaded)".into(),
+                active_state: "inactive".into(),
+            })
+        }
+        Err(e) => return Err(call(unit, "GetUnit")(e)),
+    };
+    let unit_proxy = UnitProxy::new(conn, path)
+        .await
+        .map_err(call(unit, "Unit proxy"))?;
+    let state = unit_proxy
+        .active_state()
+        .await
+        .map_err(call(unit, "ActiveState"))?;
+    if state != "active" {
+        return Ok(UnitReload {
+            unit: unit.into(),
+            outcome: "skipped (inactive)".into(),
+            active_state: state,
+        });
+    }
+    // Subscribe and listen before starting the job, so its JobRemoved cannot be missed.
+    manager.subscribe().await.map_err(call(unit, "Subscribe"))?;
+    let mut removed = manager
+        .receive_job_removed()
+        .await
+        .map_err(call(unit, "JobRemoved"))?;
+    let job = manager
+        .reload_unit(unit.to_string(), "replace".into())
+        .await
+        .map_err(call(unit, "ReloadUnit"))?;
+    let wait = async {
+        while let Some(signal) = removed.next().await {
+            if let Ok(args) = signal.args() {
+                if args.job.as_str() == job.as_str() {
+                    return Some(args.result.to_string());
+                }
+            }
+        }
+        None
+    };
+    let result = match tokio::time::timeout(timeout, wait).await {
+        Ok(Some(r)) => r,
+        Ok(None) => "unknown".into(),
+        Err(_) => {
+            return Err(SystemdError::Timeout {
+                unit: unit.into(),
+                timeout,
+            })
+        }
+    };
+    // The unit may take a moment to settle after the job (a failing ExecReload= stops it).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = unit_proxy
+        .active_state()
+        .await
+        .map_err(call(unit, "ActiveState"))?;
+    let outcome = if result == "done" {
+        "reloaded".to_string()
+    } else {
+        format!("failed ({result})")
+    };
+    Ok(UnitReload {
+        unit: unit.into(),
+        outcome,
+        active_state: after,
+    })
+}
