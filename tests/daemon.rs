@@ -25,6 +25,10 @@ impl Daemon {
     }
 
     fn start_with(extra_config: &str, notify_socket: Option<&Path>) -> Daemon {
+        Daemon::start_env(extra_config, notify_socket, &[])
+    }
+
+    fn start_env(extra_config: &str, notify_socket: Option<&Path>, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         for d in [
@@ -44,6 +48,7 @@ impl Daemon {
         if let Some(n) = notify_socket {
             cmd.env("NOTIFY_SOCKET", n);
         }
+        cmd.envs(env.iter().copied());
         let child = cmd
             .args(["--root"])
             .arg(&root)
@@ -393,4 +398,38 @@ fn sd_notify_ready_and_status_and_a_full_queue_never_blocks_the_daemon() {
     assert_eq!(st["mirrors"]["state"], "ok");
     // More STATUS= datagrams than the kernel queues (net.unix.max_dgram_qlen, 10 by default).
     assert!(st["mirrors"]["reconciles"].as_u64().unwrap() > 20, "{st}");
+}
+
+#[test]
+fn watchdog_pings_while_the_loop_is_healthy_and_stop_when_it_is_frozen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let d = Daemon::start_env("", Some(&path), &[("WATCHDOG_USEC", "400000")]);
+    let count_pings = |window: Duration| {
+        let t = Instant::now();
+        let mut n = 0;
+        let mut buf = [0u8; 4096];
+        while t.elapsed() < window {
+            if let Ok(k) = sock.recv(&mut buf) {
+                if String::from_utf8_lossy(&buf[..k]).contains("WATCHDOG=1") {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    let healthy = count_pings(Duration::from_millis(1500));
+    assert!(
+        healthy >= 4,
+        "expected a ping every 200 ms, got {healthy} in 1.5 s"
+    );
+    // Frozen (SIGSTOP): no pings, so systemd would restart it.
+    d.signal(nix::sys::signal::Signal::SIGSTOP);
+    let _ = count_pings(Duration::from_millis(300)); // drain what was queued before the stop
+    let frozen = count_pings(Duration::from_millis(1000));
+    d.signal(nix::sys::signal::Signal::SIGCONT);
+    assert_eq!(frozen, 0);
 }

@@ -51,13 +51,13 @@ pub struct UnitReload {
 }
 
 impl UnitReload {
-    /// The unit was running before and is not running after the reload.
-    pub fn broke_unit(&self) -> bool {
+    /// A reload job was run (the unit was active), as opposed to skipped.
+    pub fn attempted(&self) -> bool {
         self.outcome.starts_with("reloaded") || self.outcome.starts_with("failed")
     }
-    /// True when the unit is not active after we reloaded it.
+    /// True when the unit was active, we reloaded it, and it is not active any more.
     pub fn left_inactive(&self) -> bool {
-        self.broke_unit() && self.active_state != "active" && self.active_state != "reloading"
+        self.attempted() && self.active_state != "active" && self.active_state != "reloading"
     }
 }
 

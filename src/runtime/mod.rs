@@ -13,7 +13,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
@@ -87,6 +87,18 @@ fn watched_paths(s: &Settings, extra: Option<&Path>) -> Vec<PathBuf> {
         v.push(e.to_path_buf());
     }
     v
+}
+
+/// The longest a reconcile may take before the watchdog stops vouching for the daemon (file
+/// work is milliseconds; each unit reload has a 90 s timeout).
+const RECONCILE_BOUND: Duration = Duration::from_secs(300);
+
+/// What the watchdog task looks at.
+struct Health {
+    /// Last time the main loop went round.
+    tick: Instant,
+    /// When the running reconcile started, if one is running.
+    busy_since: Option<Instant>,
 }
 
 /// Loop state that outlives one reconcile.
@@ -326,8 +338,33 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         let mut resync = tokio::time::interval(settings.mirrors.resync_interval.max(Duration::from_secs(1)));
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resync.tick().await;
+        // Watchdog: a task pings while the main loop is healthy — idle and ticking, or inside a
+        // reconcile that is within its bound (a slow CRI-O reload or a D-Bus outage is reported,
+        // not a reason to be killed). A loop stuck without yielding stops the pings.
         let wd = sdnotify::watchdog_interval();
-        let mut watchdog = tokio::time::interval(wd.map(|d| d / 2).unwrap_or(Duration::from_secs(3600)));
+        let health = Arc::new(Mutex::new(Health { tick: Instant::now(), busy_since: None }));
+        let mut heartbeat = tokio::time::interval(wd.map(|d| d / 4).unwrap_or(Duration::from_secs(3600)));
+        if let Some(wd) = wd {
+            let h = health.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(wd / 2);
+                loop {
+                    every.tick().await;
+                    let healthy = {
+                        let h = h.lock().unwrap_or_else(|p| p.into_inner());
+                        match h.busy_since {
+                            Some(t) => t.elapsed() < RECONCILE_BOUND,
+                            None => h.tick.elapsed() < wd,
+                        }
+                    };
+                    if healthy {
+                        sdnotify::watchdog();
+                    } else {
+                        tracing::error!("main loop unhealthy; withholding WATCHDOG=1");
+                    }
+                }
+            });
+        }
 
         // First reconcile, then READY=1 whether it worked or not (it never waits on the network).
         let mut reload_state = ReloadState::default();
@@ -384,14 +421,18 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 }
                 Some(tx) = reconcile_rx.recv() => reply = Some(tx),
                 _ = resync.tick() => {}
-                _ = watchdog.tick() => {
-                    if wd.is_some() {
-                        sdnotify::watchdog();
-                    }
+                _ = heartbeat.tick() => {
+                    health.lock().unwrap_or_else(|p| p.into_inner()).tick = Instant::now();
                     continue;
                 }
             }
+            health.lock().unwrap_or_else(|p| p.into_inner()).busy_since = Some(Instant::now());
             let result = reconcile(&settings, &mut reload_state).await;
+            {
+                let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
+                h.busy_since = None;
+                h.tick = Instant::now();
+            }
             let line = {
                 let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
                 st.record(&result);
@@ -402,9 +443,6 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 let _ = tx.send(report_json(&result));
             }
             watches.ensure(&watched_paths(&settings, opts.extra_config.as_deref()));
-            if wd.is_some() {
-                sdnotify::watchdog();
-            }
         }
         sdnotify::stopping();
         tracing::info!("rhel-node-agent daemon stopping");
