@@ -396,6 +396,10 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                         }
                     }
                     watches.ensure(&watched_paths(&settings, opts.extra_config.as_deref()));
+                    // The reconcile below runs with the new settings; READY=1 ends the reload for
+                    // systemd (the unit is "reloading" until then).
+                    let line = status.lock().unwrap_or_else(|p| p.into_inner()).status_line();
+                    sdnotify::ready(&line);
                 }
                 Some(()) = changed_rx.recv() => {
                     // Debounce: wait until the files have been quiet for `debounce`, so a burst

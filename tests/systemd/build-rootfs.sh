@@ -8,6 +8,11 @@ CACHE=${RNA_TEST_CACHE:-/var/cache/rhel-node-agent-test}
 VERSION=v1
 OUT="$CACHE/rootfs-bookworm-$VERSION"
 if [ -f "$OUT/.complete" ]; then echo "$OUT"; exit 0; fi
+# One builder at a time (parallel test runs share the cache).
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.rootfs.lock"
+flock 9
+if [ -f "$OUT/.complete" ]; then echo "$OUT"; exit 0; fi
 export DEBIAN_FRONTEND=noninteractive
 SDV=$(dpkg-query -W -f='${Version}' systemd 2>/dev/null || true)
 need=()

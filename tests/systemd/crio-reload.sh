@@ -8,53 +8,19 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${RNA_BIN:-target/debug/rhel-node-agent}
-ROOTFS=$(tests/systemd/build-rootfs.sh) || { echo "cannot build the rootfs"; exit 1; }
+. tests/systemd/lib.sh
 W=$(mktemp -d /var/tmp/rna-systemd.XXXXXX)
-PASS=0; FAIL=0; t0=$(date +%s)
-pass() { PASS=$((PASS+1)); echo "[PASS] $1"; }
-fail() { FAIL=$((FAIL+1)); echo "[FAIL] $1"; }
-NSPAWN=""; DAEMON=""
+t0=$(date +%s)
+DAEMON=""
 cleanup() {
   [ -n "$DAEMON" ] && kill "$DAEMON" 2>/dev/null && wait "$DAEMON" 2>/dev/null
-  if [ -n "$NSPAWN" ]; then kill -TERM "$NSPAWN" 2>/dev/null; wait "$NSPAWN" 2>/dev/null; fi
+  stop_container
   [ "${KEEP:-0}" = 1 ] && { echo "kept $W"; return; }
   rm -rf "$W"
 }
 trap cleanup EXIT
-
-# --- the container: a stand-in crio.service that records reloads and, when /etc/crio-fail-reload
-#     exists, dies during the reload (as a CRI-O that rejects its configuration would).
-mkdir -p "$W/dbus" "$W/upper/etc/systemd/system/multi-user.target.wants" "$W/work" "$W/merged"
-cat > "$W/upper/etc/systemd/system/crio.service" <<'UNIT'
-[Unit]
-Description=stand-in for CRI-O that records reloads
-[Service]
-Type=simple
-ExecStart=/bin/sleep infinity
-ExecReload=/bin/sh -c 'echo reload >> /var/log/crio-reloads; if [ -e /etc/crio-fail-reload ]; then kill -9 $MAINPID; fi'
-Restart=no
-[Install]
-WantedBy=multi-user.target
-UNIT
-ln -s ../crio.service "$W/upper/etc/systemd/system/multi-user.target.wants/crio.service"
-unshare --mount --propagation private sh -c '
-  mount -t overlay overlay -o "lowerdir=$0,upperdir=$1/upper,workdir=$1/work" "$1/merged"
-  exec systemd-nspawn --boot --directory="$1/merged" --machine=rna-crio-test --register=no --keep-unit \
-      --private-network --bind="$1/dbus:/run/dbus" --console=read-only
-' "$ROOTFS" "$W" > "$W/console.log" 2>&1 &
-NSPAWN=$!
-BUS="unix:path=$W/dbus/system_bus_socket"
-MGR="org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager"
-for _ in $(seq 1 600); do
-  st=$(busctl --address="$BUS" get-property $MGR SystemState 2>/dev/null || true)
-  case "$st" in *running*|*degraded*) break;; esac
-  kill -0 "$NSPAWN" 2>/dev/null || { echo "nspawn died:"; cat "$W/console.log"; exit 1; }
-  sleep 0.1
-done
-LEADER=$(ps -o pid= --ppid "$NSPAWN" | tr -d ' ' | head -n1)
-IN() { nsenter --target "$LEADER" --all env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
-echo "# container up ($st) in $(( $(date +%s) - t0 ))s"
-reloads() { IN sh -c 'test -f /var/log/crio-reloads && wc -l < /var/log/crio-reloads || echo 0' | tr -d ' '; }
+stage_crio "$W/upper"
+boot_container "$W" rna-crio-test || exit 1
 crio_state() { IN systemctl is-active crio.service 2>/dev/null; }
 [ "$(crio_state)" = active ] && pass "stand-in crio.service active" || fail "crio.service not active: $(crio_state)"
 
@@ -65,13 +31,8 @@ printf '# admin file\nunqualified-search-registries = ["registry.access.redhat.c
 cp "$R/etc/containers/registries.conf" "$W/base.conf"
 printf '[mirrors]\nreload_units = ["crio.service"]\non_drain_required = "apply"\n' > "$R/etc/rhel-node-agent/config.d/50-test.toml"
 policy() {  # policy MIRROR: one IDMS for quay.io/ns, written atomically
-  printf 'apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata: {name: d}\nspec:\n  imageDigestMirrors:\n  - source: quay.io/ns\n    mirrors: [%s]\n' "$1" > "$R/etc/rhel-node-agent/mirrors.d/.p.tmp"
+  idms_yaml "$1" > "$R/etc/rhel-node-agent/mirrors.d/.p.tmp"
   mv "$R/etc/rhel-node-agent/mirrors.d/.p.tmp" "$R/etc/rhel-node-agent/mirrors.d/10-idms.yaml"
-}
-wait_for() {  # wait_for DESCRIPTION COMMAND...
-  local what=$1; shift
-  for _ in $(seq 1 200); do "$@" && return 0; sleep 0.05; done
-  echo "  timed out: $what"; return 1
 }
 "$BIN" --root "$R" --system-bus "$BUS" daemon --debounce 50ms > "$W/daemon.log" 2>&1 &
 DAEMON=$!
