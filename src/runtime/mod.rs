@@ -4,6 +4,7 @@
 //! registries.conf, and lets [`crate::adapters::registries::apply_mirrors`] decide (an unchanged
 //! state costs a fingerprint check). A periodic resync covers missed events.
 
+pub mod metrics;
 pub mod sdnotify;
 pub mod socket;
 pub mod status;
@@ -137,6 +138,7 @@ async fn reload_after_change(
     s: &Settings,
     report: &mut ApplyReport,
     state: &mut ReloadState,
+    metrics: &metrics::Metrics,
 ) -> Result<(), String> {
     let conn = match systemd::connect(s.system_bus.as_deref()).await {
         Ok(c) => c,
@@ -150,6 +152,7 @@ async fn reload_after_change(
         match systemd::reload_if_active(&conn, unit, Duration::from_secs(90)).await {
             Ok(r) => {
                 tracing::info!(unit = %r.unit, outcome = %r.outcome, active_state = %r.active_state, "unit reload");
+                metrics.reloaded(&r.unit, r.outcome.split(' ').next().unwrap_or("unknown"));
                 if r.left_inactive() {
                     broken.push(format!(
                         "{} ({}, now {})",
@@ -159,6 +162,7 @@ async fn reload_after_change(
             }
             Err(e) => {
                 state.pending = true;
+                metrics.reloaded(unit, "error");
                 return Err(e.to_string());
             }
         }
@@ -202,7 +206,47 @@ async fn reload_after_change(
 }
 
 /// One reconcile of the mirror component, run off the async thread (file I/O and parsing).
-async fn reconcile(s: &Settings, state: &mut ReloadState) -> Result<ApplyReport, String> {
+async fn reconcile(
+    s: &Settings,
+    state: &mut ReloadState,
+    metrics: &metrics::Metrics,
+) -> Result<ApplyReport, String> {
+    let started = Instant::now();
+    let result = reconcile_inner(s, state, metrics).await;
+    let outcome = match &result {
+        Ok(r)
+            if r.verify
+                .as_ref()
+                .map(|v| !v.differences.is_empty())
+                .unwrap_or(false) =>
+        {
+            "drift"
+        }
+        Ok(r) if r.held => "held",
+        Ok(r) if r.changed() => "changed",
+        Ok(_) => "unchanged",
+        Err(_) => "error",
+    };
+    metrics.reconciled("mirrors", outcome);
+    metrics
+        .reconcile_seconds
+        .observe(started.elapsed().as_secs_f64());
+    if let Ok(r) = &result {
+        metrics.mirror_drift.set(
+            r.verify
+                .as_ref()
+                .map(|v| v.differences.len() as i64)
+                .unwrap_or(0),
+        );
+    }
+    result
+}
+
+async fn reconcile_inner(
+    s: &Settings,
+    state: &mut ReloadState,
+    metrics: &metrics::Metrics,
+) -> Result<ApplyReport, String> {
     if let Some((digest, reason)) = &state.quarantined {
         if *digest == inputs_digest(s) {
             return Err(reason.clone());
@@ -237,7 +281,7 @@ async fn reconcile(s: &Settings, state: &mut ReloadState) -> Result<ApplyReport,
         let needs_reload =
             (r.changed() && !r.held && !r.dry_run && r.verify.is_none()) || state.pending;
         if needs_reload && !s.mirrors.reload_units.is_empty() {
-            if let Err(e) = reload_after_change(s, r, state).await {
+            if let Err(e) = reload_after_change(s, r, state, metrics).await {
                 result = Err(e);
             }
         }
@@ -326,6 +370,18 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             let _ = stop_for_server.wait_for(|s| *s).await;
         }));
 
+        let metrics = Arc::new(metrics::Metrics::new());
+        let metrics_server = if settings.api.metrics_listen.is_empty() {
+            None
+        } else {
+            let addr = settings.api.metrics_listen.clone();
+            let listener = tokio::net::TcpListener::bind(&addr).await.map_err(io_err(Path::new(&addr)))?;
+            tracing::info!(listen = %addr, "serving metrics");
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(metrics::serve(listener, metrics.clone(), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })))
+        };
         let mut watches = watch::Watches::new(changed_tx).map_err(|e| DaemonError::Io {
             path: "inotify".into(),
             source: std::io::Error::other(e.to_string()),
@@ -346,6 +402,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         let mut heartbeat = tokio::time::interval(wd.map(|d| d / 4).unwrap_or(Duration::from_secs(3600)));
         if let Some(wd) = wd {
             let h = health.clone();
+            let m = metrics.clone();
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(wd / 2);
                 loop {
@@ -359,6 +416,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     };
                     if healthy {
                         sdnotify::watchdog();
+                        m.watchdog_pings.inc();
                     } else {
                         tracing::error!("main loop unhealthy; withholding WATCHDOG=1");
                     }
@@ -368,7 +426,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
 
         // First reconcile, then READY=1 whether it worked or not (it never waits on the network).
         let mut reload_state = ReloadState::default();
-        let first = reconcile(&settings, &mut reload_state).await;
+        let first = reconcile(&settings, &mut reload_state, &metrics).await;
         let line = {
             let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
             st.record(&first);
@@ -431,7 +489,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 }
             }
             health.lock().unwrap_or_else(|p| p.into_inner()).busy_since = Some(Instant::now());
-            let result = reconcile(&settings, &mut reload_state).await;
+            let result = reconcile(&settings, &mut reload_state, &metrics).await;
             {
                 let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
                 h.busy_since = None;
@@ -452,6 +510,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         tracing::info!("rhel-node-agent daemon stopping");
         let _ = stop_tx.send(true);
         let _ = server.await;
+        if let Some(m) = metrics_server {
+            let _ = m.await;
+        }
         let _ = fs::remove_file(&socket_path);
         Ok::<(), DaemonError>(())
     });
