@@ -102,6 +102,17 @@ struct Health {
     busy_since: Option<Instant>,
 }
 
+/// The policy file an error message starts with (`/etc/…/x.yaml:12: …`), for the `RNA_POLICY`
+/// journal field; empty when the error is not about a policy file.
+fn policy_of(error: &str) -> &str {
+    let path = error.split(':').next().unwrap_or("");
+    if path.ends_with(".yaml") || path.ends_with(".yml") || path.ends_with(".json") {
+        path
+    } else {
+        ""
+    }
+}
+
 /// Loop state that outlives one reconcile.
 #[derive(Default)]
 struct ReloadState {
@@ -151,7 +162,7 @@ async fn reload_after_change(
     for unit in &s.mirrors.reload_units {
         match systemd::reload_if_active(&conn, unit, Duration::from_secs(90)).await {
             Ok(r) => {
-                tracing::info!(unit = %r.unit, outcome = %r.outcome, active_state = %r.active_state, "unit reload");
+                tracing::info!(rna_component = "mirrors", rna_unit = %r.unit, outcome = %r.outcome, active_state = %r.active_state, "unit reload");
                 metrics.reloaded(&r.unit, r.outcome.split(' ').next().unwrap_or("unknown"));
                 if r.left_inactive() {
                     broken.push(format!(
@@ -194,7 +205,7 @@ async fn reload_after_change(
     }
     for unit in &s.mirrors.reload_units {
         if let Err(e) = systemd::reload_if_active(&conn, unit, Duration::from_secs(90)).await {
-            tracing::warn!(unit, error = %e, "reload after the rollback failed");
+            tracing::warn!(rna_component = "mirrors", rna_unit = unit, error = %e, "reload after the rollback failed");
         }
     }
     let reason = format!(
@@ -288,6 +299,7 @@ async fn reconcile_inner(
     }
     match &result {
         Ok(r) if r.held => tracing::warn!(
+            rna_component = "mirrors",
             reason = r
                 .classification
                 .as_ref()
@@ -295,9 +307,9 @@ async fn reconcile_inner(
                 .unwrap_or(""),
             "mirror change needs a drain; held until the next upgrade"
         ),
-        Ok(r) if r.changed() => tracing::info!(files = r.changes.len(), "mirror policies applied"),
-        Ok(r) => tracing::debug!(cached = r.cached, "mirror policies unchanged"),
-        Err(e) => tracing::error!(error = %e, "mirror reconcile failed"),
+        Ok(r) if r.changed() => tracing::info!(rna_component = "mirrors", files = r.changes.len(), "mirror policies applied"),
+        Ok(r) => tracing::debug!(rna_component = "mirrors", cached = r.cached, "mirror policies unchanged"),
+        Err(e) => tracing::error!(rna_component = "mirrors", rna_policy = %policy_of(e), error = %e, "mirror reconcile failed"),
     }
     result
 }
@@ -376,7 +388,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         } else {
             let addr = settings.api.metrics_listen.clone();
             let listener = tokio::net::TcpListener::bind(&addr).await.map_err(io_err(Path::new(&addr)))?;
-            tracing::info!(listen = %addr, "serving metrics");
+            tracing::info!(rna_component = "daemon", listen = %addr, "serving metrics");
             let mut stop = stop_rx.clone();
             Some(tokio::spawn(metrics::serve(listener, metrics.clone(), async move {
                 let _ = stop.wait_for(|s| *s).await;
@@ -418,7 +430,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                         sdnotify::watchdog();
                         m.watchdog_pings.inc();
                     } else {
-                        tracing::error!("main loop unhealthy; withholding WATCHDOG=1");
+                        tracing::error!(rna_component = "daemon", "main loop unhealthy; withholding WATCHDOG=1");
                     }
                 }
             });
@@ -433,7 +445,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             st.status_line()
         };
         sdnotify::ready(&line);
-        tracing::info!(socket = %socket_path.display(), status = %line, "rhel-node-agent daemon ready");
+        tracing::info!(rna_component = "daemon", socket = %socket_path.display(), status = %line, "rhel-node-agent daemon ready");
 
         loop {
             let mut reply: Option<socket::ReconcileRequest> = None;
@@ -446,10 +458,10 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                         Ok(s) => {
                             settings = s;
                             status.lock().unwrap_or_else(|p| p.into_inner()).config_error = None;
-                            tracing::info!("configuration reloaded");
+                            tracing::info!(rna_component = "config", "configuration reloaded");
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, "configuration reload failed; keeping the previous settings");
+                            tracing::error!(rna_component = "config", error = %e, "configuration reload failed; keeping the previous settings");
                             status.lock().unwrap_or_else(|p| p.into_inner()).config_error = Some(e.to_string());
                         }
                     }
@@ -507,7 +519,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             watches.ensure(&watched_paths(&settings, opts.extra_config.as_deref()));
         }
         sdnotify::stopping();
-        tracing::info!("rhel-node-agent daemon stopping");
+        tracing::info!(rna_component = "daemon", "rhel-node-agent daemon stopping");
         let _ = stop_tx.send(true);
         let _ = server.await;
         if let Some(m) = metrics_server {

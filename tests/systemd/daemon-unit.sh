@@ -70,6 +70,10 @@ if wait_for "error in status" status_has '20-bad.yaml:1: Pod/p'; then
 else fail "bad policy error not shown: $(agent_status)"; fi
 [ "$(conf)" = "$before" ] && pass "bad policy: registries.conf untouched" || fail "registries.conf changed by a bad policy"
 [ "$(IN systemctl is-active rhel-node-agent.service)" = active ] && pass "bad policy: daemon stays up" || fail "daemon not active"
+journal_fields() { IN journalctl -u rhel-node-agent -o verbose --no-pager | grep -q "RNA_POLICY=/etc/rhel-node-agent/mirrors.d/20-bad.yaml"; }
+if wait_for "journal fields" journal_fields && IN journalctl -u rhel-node-agent -o verbose --no-pager | grep -q "RNA_COMPONENT=mirrors"; then
+  pass "journal entries carry RNA_COMPONENT and RNA_POLICY"
+else fail "no RNA_COMPONENT/RNA_POLICY fields in the journal"; IN journalctl -u rhel-node-agent -o verbose --no-pager | grep -E "^ +[A-Z_]+=" | sort | uniq -c | sort -rn | head -30; fi
 IN rm /etc/rhel-node-agent/mirrors.d/20-bad.yaml
 
 pid0=$(prop MainPID)
