@@ -307,9 +307,19 @@ async fn reconcile_inner(
                 .unwrap_or(""),
             "mirror change needs a drain; held until the next upgrade"
         ),
-        Ok(r) if r.changed() => tracing::info!(rna_component = "mirrors", files = r.changes.len(), "mirror policies applied"),
-        Ok(r) => tracing::debug!(rna_component = "mirrors", cached = r.cached, "mirror policies unchanged"),
-        Err(e) => tracing::error!(rna_component = "mirrors", rna_policy = %policy_of(e), error = %e, "mirror reconcile failed"),
+        Ok(r) if r.changed() => tracing::info!(
+            rna_component = "mirrors",
+            files = r.changes.len(),
+            "mirror policies applied"
+        ),
+        Ok(r) => tracing::debug!(
+            rna_component = "mirrors",
+            cached = r.cached,
+            "mirror policies unchanged"
+        ),
+        Err(e) => {
+            tracing::error!(rna_component = "mirrors", rna_policy = %policy_of(e), error = %e, "mirror reconcile failed")
+        }
     }
     result
 }
