@@ -228,40 +228,23 @@ pub fn config(cmd: &ConfigCommand, g: &Global) -> Result<Exit, CliError> {
             }
         }
         ConfigCommand::Show => {
+            let shown = crate::config::effective_settings(&g.root(), g.config_dir.as_deref())
+                .map_err(CliError::invalid)?;
             if g.format() == OutputFormat::Json {
-                println!(
-                    "{}",
-                    json!({"schema": 1, "settings": s, "origins": s.origins})
-                );
+                println!("{}", json!({"schema": 1, "settings": shown, "resolved": s}));
             } else {
-                let v = serde_json::to_value(&s).unwrap_or_default();
-                print_settings("", &v, &s.origins);
+                let width = shown
+                    .iter()
+                    .map(|e| e.key.len() + e.value.len())
+                    .max()
+                    .unwrap_or(0)
+                    + 3;
+                for e in &shown {
+                    let kv = format!("{} = {}", e.key, e.value);
+                    println!("{kv:<width$} # {}", e.origin);
+                }
             }
         }
     }
     Ok(Exit::Ok)
-}
-
-fn print_settings(prefix: &str, v: &Value, origins: &std::collections::BTreeMap<String, String>) {
-    match v {
-        Value::Object(map) => {
-            for (k, val) in map {
-                if k == "origins" {
-                    continue;
-                }
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                if val.is_object() {
-                    print_settings(&key, val, origins);
-                } else {
-                    let from = origins.get(&key).map(String::as_str).unwrap_or("default");
-                    println!("{key} = {val}    # {from}");
-                }
-            }
-        }
-        other => println!("{prefix} = {other}"),
-    }
 }

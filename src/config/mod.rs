@@ -388,6 +388,139 @@ fn check_values(file: &str, f: &Fragment) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The built-in defaults of every key (CONFIG.md), as TOML: the base of `config show`.
+pub const DEFAULTS_TOML: &str = r#"
+[node]
+name = ""
+[mirrors]
+mode = "auto"
+style = "current"
+policy_dirs = ["/etc/rhel-node-agent/mirrors.d"]
+registries_conf = "/etc/containers/registries.conf"
+dropin_dir = "/etc/containers/registries.conf.d"
+dropin_name = "99-rhel-node-agent.conf"
+payload_repo = ""
+reload_units = ["crio.service"]
+on_drain_required = "hold"
+resync_interval = "10m"
+backups = 5
+[api]
+socket = "/run/rhel-node-agent/control.sock"
+read_group = ""
+metrics_listen = ""
+[hooks]
+timeout = "10m"
+timeouts = {}
+[upgrade]
+builtin_cordon_drain = false
+firewalld_state = "disabled"
+reconcile_mirrors_at = "pre-uncordon"
+[firewalld]
+state = "auto"
+mask = false
+prune = false
+allow_on_openshift = false
+default_zone = ""
+zone = []
+[kubernetes]
+kubeconfig = ""
+annotation_prefix = "rhel-node-agent.io"
+heartbeat = "60s"
+watch_cluster_policies = false
+pause_machine_health_checks = false
+lease_namespace = "rhel-node-agent"
+lease_duration = "30m"
+max_unavailable = 1
+[kubernetes.drain]
+timeout = "1h"
+concurrency = 10
+force = false
+delete_emptydir_data = false
+escalate_after_timeout = false
+"#;
+
+/// One effective setting: dotted key, value (TOML), and the file that set it (`default` when none).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EffectiveSetting {
+    /// Dotted key, e.g. `mirrors.backups`.
+    pub key: String,
+    /// The value as TOML.
+    pub value: String,
+    /// The fragment that set it, or `default`.
+    pub origin: String,
+}
+
+fn flatten(
+    prefix: &str,
+    table: &toml_edit::Table,
+    origin: &str,
+    out: &mut BTreeMap<String, (String, String)>,
+) {
+    for (k, item) in table.iter() {
+        let key = if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match item {
+            // `hooks.timeouts` is a map (phase/hook -> duration): shown whole, like a value.
+            toml_edit::Item::Table(t) if key != "hooks.timeouts" => flatten(&key, t, origin, out),
+            toml_edit::Item::Value(v) => {
+                out.insert(
+                    key,
+                    (v.clone().decorated("", "").to_string(), origin.to_string()),
+                );
+            }
+            other => {
+                let text = match other {
+                    toml_edit::Item::Table(t) => t.clone().into_inline_table().to_string(),
+                    toml_edit::Item::ArrayOfTables(a) => a.clone().into_array().to_string(),
+                    _ => String::new(),
+                };
+                out.insert(key, (text.trim().to_string(), origin.to_string()));
+            }
+        }
+    }
+}
+
+/// Every setting with its effective value and where it came from (defaults, then each fragment in
+/// application order). Fragments are validated first, so a bad one is an error here too.
+pub fn effective_settings(
+    root: &Path,
+    extra: Option<&Path>,
+) -> Result<Vec<EffectiveSetting>, ConfigError> {
+    Settings::load(root, extra)?;
+    let mut map: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let defaults: toml_edit::DocumentMut =
+        DEFAULTS_TOML
+            .parse()
+            .map_err(|e: toml_edit::TomlError| ConfigError::Parse {
+                file: "<defaults>".into(),
+                line: 0,
+                message: e.to_string(),
+            })?;
+    flatten("", defaults.as_table(), "default", &mut map);
+    for f in fragment_files(root, extra)? {
+        let name = f.display().to_string();
+        let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Read {
+            file: name.clone(),
+            source,
+        })?;
+        let doc: toml_edit::DocumentMut =
+            text.parse()
+                .map_err(|e: toml_edit::TomlError| ConfigError::Parse {
+                    file: name.clone(),
+                    line: 0,
+                    message: e.to_string(),
+                })?;
+        flatten("", doc.as_table(), &name, &mut map);
+    }
+    Ok(map
+        .into_iter()
+        .map(|(key, (value, origin))| EffectiveSetting { key, value, origin })
+        .collect())
+}
+
 /// Parse and value-check one fragment's text (what `config check` does per file).
 pub fn check_fragment(file: &str, text: &str) -> Result<(), ConfigError> {
     let frag = parse_fragment(file, text)?;
@@ -629,6 +762,80 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("a.toml: mirrors.mode:"), "{e}");
+    }
+
+    #[test]
+    fn admin_fragment_replaces_vendor_one_and_dev_null_masks() {
+        let root = tempfile::tempdir().unwrap();
+        let vendor = under_root(root.path(), VENDOR_DIR);
+        let admin = under_root(root.path(), ADMIN_DIR);
+        std::fs::create_dir_all(&vendor).unwrap();
+        std::fs::create_dir_all(&admin).unwrap();
+        std::fs::write(vendor.join("10-defaults.toml"), "[mirrors]\nbackups = 3\n").unwrap();
+        std::fs::write(
+            vendor.join("20-style.toml"),
+            "[mirrors]\nstyle = \"legacy\"\n",
+        )
+        .unwrap();
+        std::fs::write(vendor.join("30-broken.toml"), "[mirrors]\nbogus = 1\n").unwrap();
+        // Same basename in /etc replaces the vendor file; a /dev/null symlink masks one.
+        std::fs::write(admin.join("10-defaults.toml"), "[mirrors]\nbackups = 8\n").unwrap();
+        std::os::unix::fs::symlink("/dev/null", admin.join("30-broken.toml")).unwrap();
+        let s = Settings::load(root.path(), None).unwrap();
+        assert_eq!(s.mirrors.backups, 8);
+        assert_eq!(s.mirrors.style, crate::core::mirrors::Style::Legacy);
+        assert!(
+            s.origins["mirrors.backups"].ends_with("etc/rhel-node-agent/config.d/10-defaults.toml")
+        );
+        let shown = effective_settings(root.path(), None).unwrap();
+        let get = |k: &str| shown.iter().find(|e| e.key == k).unwrap().clone();
+        assert_eq!(get("mirrors.backups").value, "8");
+        assert_eq!(get("kubernetes.drain.concurrency").origin, "default");
+        // Unmasked, the broken fragment is an error naming file, line and key.
+        std::fs::remove_file(admin.join("30-broken.toml")).unwrap();
+        let e = Settings::load(root.path(), None).unwrap_err().to_string();
+        assert!(
+            e.contains("30-broken.toml:2:") && e.contains("bogus"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_section_is_checked() {
+        for (text, key) in [
+            ("[hooks]\ntimeout = \"ten minutes\"\n", "hooks.timeout"),
+            (
+                "[hooks.timeouts]\n\"pre-upgrade\" = \"x\"\n",
+                "hooks.timeouts.pre-upgrade",
+            ),
+            (
+                "[upgrade]\nfirewalld_state = \"off\"\n",
+                "upgrade.firewalld_state",
+            ),
+            ("[firewalld]\nstate = \"on\"\n", "firewalld.state"),
+            (
+                "[kubernetes]\nheartbeat = \"soon\"\n",
+                "kubernetes.heartbeat",
+            ),
+            (
+                "[kubernetes.drain]\ntimeout = \"1 hour\"\n",
+                "kubernetes.drain.timeout",
+            ),
+            (
+                "[api]\nmetrics_listen = \"nine-eight-five-eight\"\n",
+                "api.metrics_listen",
+            ),
+        ] {
+            let e = check_fragment("f.toml", text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        for (text, word) in [
+            ("[node]\nnam = \"x\"\n", "nam"),
+            ("[kubernetes.drain]\nforce = \"yes\"\n", "boolean"),
+        ] {
+            let e = check_fragment("f.toml", text).unwrap_err().to_string();
+            assert!(e.starts_with("f.toml:") && e.contains(word), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -319,8 +319,8 @@ first_line() { grep -nE -- "$2" "$1" | head -1 | cut -d: -f1; }
 declare -A MARK
 mark_logs() { local r; for r in mirror source mirror2; do MARK[$r]=$(wc -l < "$W/logs/$r.log"); done; }
 reg_new() { tail -n +"$((MARK[$1]+1))" "$W/logs/$1.log" | grep -F '/v2/'; }   # requests since mark_logs
-reg_got()   { reg_new "$1" | grep -qE -- "$2"; }
-reg_lacks() { ! reg_new "$1" | grep -qE -- "$2"; }
+reg_got()   { reg_new "$1" | grep -E -- "$2" >/dev/null; }
+reg_lacks() { ! reg_new "$1" | grep -E -- "$2" >/dev/null; }
 reg_silent() { [ -z "$(reg_new "$1")" ]; }
 reg_show() { reg_new "$1" | sed -E 's/^.*"((GET|HEAD|PUT|POST|PATCH|DELETE) [^"]*)".*$/\1/; s/^.*http\.request\.uri="([^"]*)".*$/uri \1/' | sort | uniq -c | head -5 | tr -s ' ' | paste -sd';' -; }
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
