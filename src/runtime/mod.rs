@@ -116,8 +116,15 @@ fn policy_of(error: &str) -> &str {
 /// Loop state that outlives one reconcile.
 #[derive(Default)]
 struct ReloadState {
-    /// A change is on disk but the units have not been reloaded yet (the bus was unreachable).
+    /// A change is on disk but the units have not been reloaded yet (the bus was unreachable, or
+    /// the reload was deferred until after READY=1).
     pending: bool,
+    /// The files the last written change touched, with their previous contents: what a rollback
+    /// restores (also when the reload runs in a later reconcile).
+    last_changes: Vec<registries::FileChange>,
+    /// Do not talk to D-Bus in this reconcile: set for the first one, so READY=1 never waits on
+    /// the bus; the reload then runs right after READY=1.
+    defer_reload: bool,
     /// Digest of the inputs whose change left a unit inactive, and that report: not applied again
     /// until they change.
     quarantined: Option<(String, String)>,
@@ -147,7 +154,6 @@ fn inputs_digest(s: &Settings) -> String {
 /// unit is no longer active afterwards, put the previous files back, reload again and report.
 async fn reload_after_change(
     s: &Settings,
-    report: &mut ApplyReport,
     state: &mut ReloadState,
     metrics: &metrics::Metrics,
 ) -> Result<(), String> {
@@ -180,10 +186,11 @@ async fn reload_after_change(
     }
     state.pending = false;
     if broken.is_empty() {
+        state.last_changes.clear();
         return Ok(());
     }
-    // Roll back: the previous contents of every file this apply changed.
-    for c in &report.changes {
+    // Roll back: the previous contents of every file the last change touched.
+    for c in &state.last_changes {
         let restored = match &c.old {
             Some(old) => {
                 afs::atomic_replace(&c.path, old.as_bytes(), &afs::ReplaceOptions::default())
@@ -289,10 +296,15 @@ async fn reconcile_inner(
         Err(e) => Err(format!("reconcile task failed: {e}")),
     };
     if let Ok(r) = &mut result {
-        let needs_reload =
-            (r.changed() && !r.held && !r.dry_run && r.verify.is_none()) || state.pending;
+        let wrote = r.changed() && !r.held && !r.dry_run && r.verify.is_none();
+        if wrote {
+            state.last_changes = r.changes.clone();
+        }
+        let needs_reload = wrote || state.pending;
         if needs_reload && !s.mirrors.reload_units.is_empty() {
-            if let Err(e) = reload_after_change(s, r, state, metrics).await {
+            if state.defer_reload {
+                state.pending = true;
+            } else if let Err(e) = reload_after_change(s, state, metrics).await {
                 result = Err(e);
             }
         }
@@ -447,8 +459,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }
 
         // First reconcile, then READY=1 whether it worked or not (it never waits on the network).
-        let mut reload_state = ReloadState::default();
+        let mut reload_state = ReloadState { defer_reload: true, ..ReloadState::default() };
         let first = reconcile(&settings, &mut reload_state, &metrics).await;
+        reload_state.defer_reload = false;
         let line = {
             let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
             st.record(&first);
@@ -456,6 +469,16 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         };
         sdnotify::ready(&line);
         tracing::info!(rna_component = "daemon", socket = %socket_path.display(), status = %line, "rhel-node-agent daemon ready");
+        if reload_state.pending {
+            // The start-up change is written; reload the units now that READY=1 is sent.
+            let result = reconcile(&settings, &mut reload_state, &metrics).await;
+            let line = {
+                let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
+                st.record(&result);
+                st.status_line()
+            };
+            sdnotify::status(&line);
+        }
 
         loop {
             let mut reply: Option<socket::ReconcileRequest> = None;

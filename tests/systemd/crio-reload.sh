@@ -71,6 +71,20 @@ n=$(reloads)
   || fail "rolled-back policies retried (reloads $n -> $(reloads))"
 kill -0 "$DAEMON" && pass "daemon still running" || fail "daemon died"
 
+# A change waiting at start-up: written, READY=1 sent, and then crio reloaded once.
+IN rm -f /etc/crio-fail-reload
+IN systemctl reset-failed crio.service; IN systemctl start crio.service
+kill "$DAEMON"; wait "$DAEMON" 2>/dev/null
+policy mirror-d.local/ns
+n=$(reloads)
+"$BIN" --root "$R" --system-bus "$BUS" daemon --debounce 50ms >> "$W/daemon.log" 2>&1 &
+DAEMON=$!
+one_more() { [ "$(reloads)" = "$((n+1))" ]; }
+if wait_for "start-up change applied" grep -q mirror-d.local "$R/etc/containers/registries.conf" && wait_for "start-up reload" one_more; then
+  sleep 0.3
+  [ "$(reloads)" = "$((n+1))" ] && pass "start-up change applied and crio reloaded once after READY=1" || fail "reloads at start-up: $n -> $(reloads)"
+else fail "start-up change: reloads $n -> $(reloads)"; fi
+
 echo "# elapsed $(( $(date +%s) - t0 ))s"
 [ $FAIL -eq 0 ] || { echo "--- daemon log"; tail -30 "$W/daemon.log"; }
 echo "$PASS passed, $FAIL failed"
