@@ -385,3 +385,100 @@ fn comments_written_inside_managed_tables_survive() {
     assert!(again.status.success());
     assert_eq!(fs::read_to_string(&e.conf).unwrap(), after);
 }
+
+#[test]
+fn admin_mirrors_inside_managed_entries_are_kept() {
+    let e = env();
+    assert!(apply(&e, &["--policies", s(&e.policies)]).status.success());
+    let mut text = fs::read_to_string(&e.conf).unwrap();
+    text.push_str("\n[[registry.mirror]]\nlocation = \"admin-mirror.example.org/rh\" # mine\n");
+    fs::write(&e.conf, &text).unwrap();
+    let out = apply(&e, &["--policies", s(&e.policies)]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(
+        "mirror \"admin-mirror.example.org/rh\" added by hand inside a managed entry; kept"
+    ));
+    let after = fs::read_to_string(&e.conf).unwrap();
+    assert!(
+        after.contains("location = \"admin-mirror.example.org/rh\" # mine"),
+        "{after}"
+    );
+    assert!(containers_load_ok(&after));
+    // Policies gone: the administrator's mirror stays, in an unmanaged entry.
+    assert!(apply(&e, &[]).status.success());
+    let gone = fs::read_to_string(&e.conf).unwrap();
+    assert!(
+        gone.contains("admin-mirror.example.org/rh") && !gone.contains("rhel-node-agent:managed"),
+        "{gone}"
+    );
+}
+
+fn containers_load_ok(text: &str) -> bool {
+    rhel_node_agent::core::mirrors::containers::load("r.conf", text).is_ok()
+}
+
+#[test]
+fn an_administrators_search_dropin_is_never_replaced() {
+    let e = env();
+    let mine = "# the site's own search list\nunqualified-search-registries = [\"registry.example.org\"]\n";
+    fs::write(e.dropins.join("01-image-searchRegistries.conf"), mine).unwrap();
+    fs::write(e.policies.join("20-image.yaml"), IMAGE).unwrap();
+    let out = apply(&e, &["--policies", s(&e.policies)]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(e.dropins.join("01-image-searchRegistries.conf")).unwrap(),
+        mine
+    );
+    assert_eq!(fs::read_to_string(&e.conf).unwrap(), BASE);
+    fs::remove_file(e.policies.join("20-image.yaml")).unwrap();
+    assert!(apply(&e, &["--policies", s(&e.policies)]).status.success());
+    assert!(apply(&e, &[]).status.success());
+    assert_eq!(
+        fs::read_to_string(e.dropins.join("01-image-searchRegistries.conf")).unwrap(),
+        mine,
+        "not ours: never deleted"
+    );
+}
+
+#[test]
+fn backups_of_files_with_the_same_name_stay_apart() {
+    let e = env();
+    let other_dir = e.conf.parent().unwrap().join("other");
+    fs::create_dir_all(&other_dir).unwrap();
+    let other = other_dir.join("registries.conf");
+    fs::write(&other, "# file B\n").unwrap();
+    assert!(apply(&e, &["--policies", s(&e.policies)]).status.success());
+    let out = rna(
+        &e,
+        &[
+            "mirrors",
+            "apply",
+            "--registries-conf",
+            s(&other),
+            "--dropin-dir",
+            s(&e.dropins),
+            "--policies",
+            s(&e.policies),
+        ],
+    );
+    assert!(out.status.success());
+    let out = rna(
+        &e,
+        &["mirrors", "rollback", "--registries-conf", s(&e.conf)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(&e.conf).unwrap(),
+        BASE,
+        "A's own previous version, not B's"
+    );
+}

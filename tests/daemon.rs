@@ -495,3 +495,21 @@ fn metrics_are_served_and_pass_promtool() {
         Err(_) => eprintln!("promtool not installed: lint skipped (scripts/test installs it)"),
     }
 }
+
+#[test]
+fn a_policy_directory_removed_and_created_again_is_watched_again() {
+    let d = Daemon::start("[mirrors]\non_drain_required = \"apply\"\n");
+    let dir = d.root.join("etc/rhel-node-agent/mirrors.d");
+    fs::remove_dir_all(&dir).unwrap();
+    d.wait_for(
+        || d.status()["mirrors"]["reconciles"].as_u64().unwrap_or(0) >= 2,
+        "the removal to be noticed",
+    );
+    fs::create_dir_all(&dir).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    write_atomically(&d.policy("10-idms.yaml"), IDMS);
+    d.wait_for(
+        || d.conf().contains("mirror.local/ns"),
+        "a policy in the new directory to be applied",
+    );
+}

@@ -165,7 +165,12 @@ pub fn atomic_replace(
         .sync_all()
         .map_err(io_err(&tmp_path, "fsync"))?;
     let backup = match (&opts.backup_dir, &old_meta) {
-        (Some(bdir), Some(_)) => Some(make_backup(&target, bdir, &name, opts.keep_backups)?),
+        (Some(bdir), Some(_)) => Some(make_backup(
+            &target,
+            bdir,
+            &backup_key(&target),
+            opts.keep_backups,
+        )?),
         _ => None,
     };
     tmp.persist(&target).map_err(|e| FsError::Io {
@@ -218,7 +223,20 @@ fn make_backup(target: &Path, bdir: &Path, name: &str, keep: u32) -> Result<Path
     Ok(dest)
 }
 
-/// Backups of `name` in `bdir`, newest first.
+/// The name prefix of `target`'s backups: its file name and a digest of its full path, so two
+/// files with the same name (e.g. two registries.conf under different roots) never share backups.
+pub fn backup_key(target: &Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(target.as_os_str().as_encoded_bytes());
+    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    format!("{name}-{hex}")
+}
+
+/// Backups with key `name` (see [`backup_key`]) in `bdir`, newest first.
 pub fn list_backups(bdir: &Path, name: &str) -> Result<Vec<PathBuf>, FsError> {
     let entries = match fs::read_dir(bdir) {
         Ok(e) => e,
@@ -344,7 +362,7 @@ mod tests {
             fs::metadata(&f).unwrap().permissions().mode() & 0o777,
             0o640
         );
-        let backups = list_backups(&b, "registries.conf").unwrap();
+        let backups = list_backups(&b, &backup_key(&fs::canonicalize(&f).unwrap())).unwrap();
         assert_eq!(backups.len(), 2);
         assert_eq!(fs::read_to_string(&backups[0]).unwrap(), "v2\n");
         assert_eq!(fs::read_to_string(&backups[1]).unwrap(), "v1\n");

@@ -283,6 +283,12 @@ pub fn apply_mirrors(s: &Settings, req: &ApplyRequest) -> Result<ApplyReport, Re
         None if is_ours(&old_search) => None,
         None => old_search.clone(),
     };
+    if out.search_dropin.is_some() && !is_ours(&old_search) && old_search != new_search {
+        return Err(RegistriesError::refused(format!(
+            "{}: exists and was not written by rhel-node-agent; refusing to replace it with containerRuntimeSearchRegistries",
+            search_path.display()
+        )));
+    }
     let own_is_ours = is_ours(&old_own);
     if !own_is_ours && mode == MirrorMode::DropIn {
         return Err(RegistriesError::refused(format!(

@@ -149,12 +149,19 @@ pub async fn reload_if_active(
             })
         }
     };
-    // The unit may take a moment to settle after the job (a failing ExecReload= stops it).
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let after = unit_proxy
-        .active_state()
-        .await
-        .map_err(call(unit, "ActiveState"))?;
+    // CRI-O reloads asynchronously (SIGHUP): watch the unit for a second after the job, so a
+    // reload that makes it exit is seen.
+    let mut after = String::new();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = unit_proxy
+            .active_state()
+            .await
+            .map_err(call(unit, "ActiveState"))?;
+        if after != "active" && after != "reloading" {
+            break;
+        }
+    }
     let outcome = if result == "done" {
         "reloaded".to_string()
     } else {
@@ -165,4 +172,41 @@ pub async fn reload_if_active(
         outcome,
         active_state: after,
     })
+}
+
+/// Start `unit` (`StartUnit`, mode `replace`) and wait for the job; returns its result (`done`, …).
+/// Used after a rollback, when the reload of a bad configuration left the unit stopped.
+pub async fn start_unit(
+    conn: &zbus::Connection,
+    unit: &str,
+    timeout: Duration,
+) -> Result<String, SystemdError> {
+    let manager = ManagerProxy::new(conn)
+        .await
+        .map_err(call(unit, "Manager proxy"))?;
+    manager.subscribe().await.map_err(call(unit, "Subscribe"))?;
+    let mut removed = manager
+        .receive_job_removed()
+        .await
+        .map_err(call(unit, "JobRemoved"))?;
+    let job = manager
+        .start_unit(unit.to_string(), "replace".into())
+        .await
+        .map_err(call(unit, "StartUnit"))?;
+    let wait = async {
+        while let Some(signal) = removed.next().await {
+            if let Ok(args) = signal.args() {
+                if args.job.as_str() == job.as_str() {
+                    return args.result.to_string();
+                }
+            }
+        }
+        "unknown".to_string()
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .map_err(|_| SystemdError::Timeout {
+            unit: unit.into(),
+            timeout,
+        })
 }

@@ -545,10 +545,7 @@ fn rollback(a: &RollbackArgs, g: &Global, s: &Settings) -> Result<Exit, CliError
         refuse_if_daemon_manages(s, &target)?;
     }
     let _lock = afs::lock(&afs::lock_path_for(&s.state_dir, &target), true).map_err(fs_error)?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
+    let name = afs::backup_key(&target);
     let backup_dir = s.state_dir.join("backup");
     let backups = afs::list_backups(&backup_dir, &name).map_err(fs_error)?;
     if a.to == 0 || a.to > backups.len() {

@@ -94,6 +94,9 @@ fn watched_paths(s: &Settings, extra: Option<&Path>) -> Vec<PathBuf> {
 /// work is milliseconds; each unit reload has a 90 s timeout).
 const RECONCILE_BOUND: Duration = Duration::from_secs(300);
 
+/// The longest a burst of file events may postpone a reconcile (and with it signal handling).
+const DEBOUNCE_LIMIT: Duration = Duration::from_secs(2);
+
 /// What the watchdog task looks at.
 struct Health {
     /// Last time the main loop went round.
@@ -134,7 +137,19 @@ struct ReloadState {
 fn inputs_digest(s: &Settings) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    h.update(serde_json::to_vec(&s.mirrors).unwrap_or_default());
+    // Only what decides the rendered files: editing e.g. `backups` must not lift a quarantine.
+    let m = &s.mirrors;
+    let key = format!(
+        "{:?}|{:?}|{}|{}|{}|{}|{:?}",
+        m.mode,
+        m.style,
+        m.payload_repo,
+        m.registries_conf.display(),
+        m.dropin_dir.display(),
+        m.dropin_name,
+        m.policy_dirs
+    );
+    h.update(key.as_bytes());
     let dirs: Vec<PathBuf> = s
         .mirrors
         .policy_dirs
@@ -189,13 +204,27 @@ async fn reload_after_change(
         state.last_changes.clear();
         return Ok(());
     }
-    // Roll back: the previous contents of every file the last change touched.
+    // Roll back, under the lock the CLI uses: the previous contents of every file the last change
+    // touched — unless someone changed the file since we wrote it (then it is left alone).
+    let target = afs::resolve_target(&s.mirrors.registries_conf)
+        .unwrap_or_else(|_| s.mirrors.registries_conf.clone());
+    let lock = afs::lock(&afs::lock_path_for(&s.state_dir, &target), true);
+    let mut skipped = Vec::new();
     for c in &state.last_changes {
+        let current = afs::read_optional(&c.path)
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).to_string());
+        if current != c.new {
+            skipped.push(c.path.display().to_string());
+            continue;
+        }
+        let ropts = afs::ReplaceOptions {
+            backup_dir: Some(s.state_dir.join("backup")),
+            keep_backups: s.mirrors.backups,
+        };
         let restored = match &c.old {
-            Some(old) => {
-                afs::atomic_replace(&c.path, old.as_bytes(), &afs::ReplaceOptions::default())
-                    .map(|_| ())
-            }
+            Some(old) => afs::atomic_replace(&c.path, old.as_bytes(), &ropts).map(|_| ()),
             None => std::fs::remove_file(&c.path).map_err(|source| afs::FsError::Io {
                 path: c.path.display().to_string(),
                 op: "remove",
@@ -210,13 +239,32 @@ async fn reload_after_change(
             ));
         }
     }
+    drop(lock);
+    state.last_changes.clear();
+    // The bad configuration stopped the unit: start it again on the restored one.
     for unit in &s.mirrors.reload_units {
-        if let Err(e) = systemd::reload_if_active(&conn, unit, Duration::from_secs(90)).await {
-            tracing::warn!(rna_component = "mirrors", rna_unit = unit, error = %e, "reload after the rollback failed");
+        match systemd::reload_if_active(&conn, unit, Duration::from_secs(90)).await {
+            Ok(r) if r.active_state != "active" && r.active_state != "reloading" => {
+                match systemd::start_unit(&conn, unit, Duration::from_secs(90)).await {
+                    Ok(result) => {
+                        tracing::info!(rna_component = "mirrors", rna_unit = unit, result = %result, "unit started after the rollback")
+                    }
+                    Err(e) => {
+                        tracing::warn!(rna_component = "mirrors", rna_unit = unit, error = %e, "start after the rollback failed")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(rna_component = "mirrors", rna_unit = unit, error = %e, "reload after the rollback failed")
+            }
         }
     }
+    if !skipped.is_empty() {
+        tracing::warn!(rna_component = "mirrors", files = %skipped.join(", "), "changed since the agent wrote them; not rolled back");
+    }
     let reason = format!(
-        "{} not active after reloading for the new registries configuration; the previous files were restored and reloaded. The policies are not applied again until they change",
+        "{} not active after reloading for the new registries configuration; the previous files were restored and the unit started again. The policies are not applied again until they change",
         broken.join(", ")
     );
     state.quarantined = Some((inputs_digest(s), reason.clone()));
@@ -295,11 +343,26 @@ async fn reconcile_inner(
         Ok(r) => r.map_err(|e| e.message),
         Err(e) => Err(format!("reconcile task failed: {e}")),
     };
-    if let Ok(r) = &mut result {
-        let wrote = r.changed() && !r.held && !r.dry_run && r.verify.is_none();
+    let wrote =
+        matches!(&result, Ok(r) if r.changed() && !r.held && !r.dry_run && r.verify.is_none());
+    if let Ok(r) = &result {
         if wrote {
             state.last_changes = r.changes.clone();
         }
+    }
+    // A reload still owed for an earlier write is attempted even when this apply failed (a bad
+    // policy must not keep CRI-O on an old configuration).
+    if !wrote
+        && state.pending
+        && result.is_err()
+        && !state.defer_reload
+        && !s.mirrors.reload_units.is_empty()
+    {
+        if let Err(e) = reload_after_change(s, state, metrics).await {
+            tracing::error!(rna_component = "mirrors", error = %e, "pending unit reload failed");
+        }
+    }
+    if result.is_ok() {
         let needs_reload = wrote || state.pending;
         if needs_reload && !s.mirrors.reload_units.is_empty() {
             if state.defer_reload {
@@ -366,6 +429,15 @@ fn write_pid_file(lock: &afs::FileLock, s: &Settings) -> Result<(), DaemonError>
     Ok(())
 }
 
+/// Make newly loaded settings visible outside the loop: the pid file's list of managed files (the
+/// CLI's ownership check) and the socket's read group.
+fn adopt(s: &Settings, pid_lock: &afs::FileLock, read_group: &Mutex<String>) {
+    if let Err(e) = write_pid_file(pid_lock, s) {
+        tracing::warn!(rna_component = "daemon", error = %e, "cannot update the pid file");
+    }
+    *read_group.lock().unwrap_or_else(|p| p.into_inner()) = s.api.read_group.clone();
+}
+
 /// Run the daemon until SIGTERM/SIGINT.
 pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let load = |opts: &DaemonOptions| -> Result<Settings, config::ConfigError> {
@@ -398,7 +470,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
         let listener = socket::bind(&socket_path).map_err(io_err(&socket_path))?;
-        let api = socket::Api { status: status.clone(), reconcile: reconcile_tx, read_group: settings.api.read_group.clone() };
+        let read_group = Arc::new(Mutex::new(settings.api.read_group.clone()));
+        let api = socket::Api { status: status.clone(), reconcile: reconcile_tx, read_group: read_group.clone() };
         let mut stop_for_server = stop_rx.clone();
         let server = tokio::spawn(socket::serve(listener, api, async move {
             let _ = stop_for_server.wait_for(|s| *s).await;
@@ -416,6 +489,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 let _ = stop.wait_for(|s| *s).await;
             })))
         };
+        let rewatch_tx = changed_tx.clone();
         let mut watches = watch::Watches::new(changed_tx).map_err(|e| DaemonError::Io {
             path: "inotify".into(),
             source: std::io::Error::other(e.to_string()),
@@ -460,6 +534,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
 
         // First reconcile, then READY=1 whether it worked or not (it never waits on the network).
         let mut reload_state = ReloadState { defer_reload: true, ..ReloadState::default() };
+        health.lock().unwrap_or_else(|p| p.into_inner()).busy_since = Some(Instant::now());
         let first = reconcile(&settings, &mut reload_state, &metrics).await;
         reload_state.defer_reload = false;
         let line = {
@@ -479,6 +554,11 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             };
             sdnotify::status(&line);
         }
+        {
+            let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
+            h.busy_since = None;
+            h.tick = Instant::now();
+        }
 
         loop {
             let mut reply: Option<socket::ReconcileRequest> = None;
@@ -491,6 +571,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                         Ok(s) => {
                             settings = s;
                             status.lock().unwrap_or_else(|p| p.into_inner()).config_error = None;
+                            adopt(&settings, &pid_lock, &read_group);
                             tracing::info!(rna_component = "config", "configuration reloaded");
                         }
                         Err(e) => {
@@ -507,13 +588,17 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 Some(()) = changed_rx.recv() => {
                     // Debounce: wait until the files have been quiet for `debounce`, so a burst
                     // of writes ends in one reconcile.
+                    // A never-quiet writer is cut off after DEBOUNCE_LIMIT so signals, the socket
+                    // and the watchdog heartbeat are served.
+                    let started = Instant::now();
                     loop {
                         tokio::time::sleep(opts.debounce).await;
+                        health.lock().unwrap_or_else(|p| p.into_inner()).tick = Instant::now();
                         let mut more = false;
                         while changed_rx.try_recv().is_ok() {
                             more = true;
                         }
-                        if !more {
+                        if !more || started.elapsed() >= DEBOUNCE_LIMIT {
                             break;
                         }
                     }
@@ -522,6 +607,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                         Ok(s) => {
                             settings = s;
                             status.lock().unwrap_or_else(|p| p.into_inner()).config_error = None;
+                            adopt(&settings, &pid_lock, &read_group);
                         }
                         Err(e) => status.lock().unwrap_or_else(|p| p.into_inner()).config_error = Some(e.to_string()),
                     }
@@ -540,6 +626,10 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 h.busy_since = None;
                 h.tick = Instant::now();
             }
+            // New watches (a directory created or replaced) before the status says we are done.
+            if watches.ensure(&watched_paths(&settings, opts.extra_config.as_deref())) {
+                let _ = rewatch_tx.try_send(());
+            }
             let line = {
                 let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
                 st.record(&result);
@@ -549,7 +639,6 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             if let Some(tx) = reply {
                 let _ = tx.send(report_json(&result));
             }
-            watches.ensure(&watched_paths(&settings, opts.extra_config.as_deref()));
         }
         sdnotify::stopping();
         tracing::info!(rna_component = "daemon", "rhel-node-agent daemon stopping");

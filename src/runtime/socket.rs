@@ -56,8 +56,8 @@ pub struct Api {
     pub status: Arc<Mutex<DaemonStatus>>,
     /// Ask the main loop to reconcile.
     pub reconcile: mpsc::Sender<ReconcileRequest>,
-    /// The group whose members may read.
-    pub read_group: String,
+    /// The group whose members may read (follows configuration reloads).
+    pub read_group: Arc<Mutex<String>>,
 }
 
 /// What a peer may do.
@@ -79,7 +79,9 @@ fn access(peer: &Peer, read_group: &str) -> Access {
     let Ok(Some(group)) = nix::unistd::Group::from_name(read_group) else {
         return Access::None;
     };
-    if peer.gid == group.gid.as_raw() {
+    if peer.gid == group.gid.as_raw()
+        || supplementary_groups(peer.pid).contains(&group.gid.as_raw())
+    {
         return Access::Read;
     }
     let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(peer.uid))
@@ -89,6 +91,23 @@ fn access(peer: &Peer, read_group: &str) -> Access {
         Some(u) if group.mem.contains(&u.name) || u.gid == group.gid => Access::Read,
         _ => Access::None,
     }
+}
+
+/// The peer's supplementary groups (`Groups:` of /proc/PID/status; SO_PEERCRED has the primary gid
+/// only). Empty when unknown.
+fn supplementary_groups(pid: Option<i32>) -> Vec<u32> {
+    let Some(pid) = pid else { return vec![] };
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return vec![];
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn refuse(peer: &Peer, what: &str) -> Response {
@@ -101,7 +120,8 @@ fn refuse(peer: &Peer, what: &str) -> Response {
 }
 
 async fn status(State(api): State<Api>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
-    if access(&peer, &api.read_group) == Access::None {
+    let group = api.read_group.lock().map(|g| g.clone()).unwrap_or_default();
+    if access(&peer, &group) == Access::None {
         return refuse(&peer, "read the status");
     }
     let st = api.status.lock().map(|s| s.clone());
@@ -112,7 +132,8 @@ async fn status(State(api): State<Api>, ConnectInfo(peer): ConnectInfo<Peer>) ->
 }
 
 async fn reconcile(State(api): State<Api>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
-    if access(&peer, &api.read_group) != Access::Write {
+    let group = api.read_group.lock().map(|g| g.clone()).unwrap_or_default();
+    if access(&peer, &group) != Access::Write {
         return refuse(&peer, "trigger a reconcile");
     }
     let (tx, rx) = oneshot::channel();

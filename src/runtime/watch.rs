@@ -5,7 +5,8 @@
 //! reconcile once): a per-path debouncer that pairs creates with removes can swallow the removal
 //! of a file it saw created, which would leave a removed policy applied until the next resync.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -14,7 +15,10 @@ use tokio::sync::mpsc;
 /// A set of non-recursive watches that can grow as watched directories appear.
 pub struct Watches {
     watcher: RecommendedWatcher,
-    watched: BTreeSet<PathBuf>,
+    /// Watched directories and their identity (inode and birth time: a directory removed and
+    /// created again may get the same inode number back, but not the same birth time), whose
+    /// watch must be set up again when it changes.
+    watched: BTreeMap<PathBuf, (u64, Option<std::time::SystemTime>)>,
 }
 
 /// The nearest existing directory at or above `p` (a missing policy directory is watched through
@@ -48,24 +52,41 @@ impl Watches {
             })?;
         Ok(Watches {
             watcher,
-            watched: BTreeSet::new(),
+            watched: BTreeMap::new(),
         })
     }
 
-    /// Make sure every path in `wanted` (or its nearest existing ancestor) is watched.
-    pub fn ensure(&mut self, wanted: &[PathBuf]) {
+    /// Make sure every path in `wanted` (or its nearest existing ancestor) is watched. Returns true
+    /// when a new watch was set up: a change in the gap before it may have been missed, so the
+    /// caller reconciles once more.
+    pub fn ensure(&mut self, wanted: &[PathBuf]) -> bool {
+        let mut added = false;
         for p in wanted {
             let Some(dir) = existing_dir(p) else { continue };
-            if self.watched.contains(&dir) {
+            if dir != *p {
+                // The directory itself is gone: forget its (dead) watch.
+                if self.watched.remove(p).is_some() {
+                    let _ = self.watcher.unwatch(p);
+                }
+            }
+            let Ok(ino) = std::fs::metadata(&dir).map(|m| (m.ino(), m.created().ok())) else {
                 continue;
+            };
+            if self.watched.get(&dir) == Some(&ino) {
+                continue;
+            }
+            if self.watched.remove(&dir).is_some() {
+                let _ = self.watcher.unwatch(&dir);
             }
             match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
                     tracing::debug!(path = %dir.display(), "watching");
-                    self.watched.insert(dir);
+                    self.watched.insert(dir, ino);
+                    added = true;
                 }
                 Err(e) => tracing::warn!(path = %dir.display(), error = %e, "cannot watch"),
             }
         }
+        added
     }
 }

@@ -79,8 +79,10 @@ fn find_marker(
             })
         }
     }
+    // Anything after a further `#` is the administrator's own note on the line: kept, ignored.
     let marker = match words.next() {
         None => Marker::Table,
+        Some(w) if w.starts_with('#') => Marker::Table,
         Some("was=absent") => Marker::WasAbsent,
         Some("was=false") => Marker::WasFalse,
         Some(other) => {
@@ -125,6 +127,12 @@ pub struct StripReport {
     /// Comment lines the administrator wrote inside managed tables (kept: moved to the end of the
     /// file when their table is removed).
     pub admin_comments: Vec<String>,
+    /// `[[registry.mirror]]` tables without a marker inside a managed `[[registry]]`: added by
+    /// the administrator, so kept (scope of the entry, the table).
+    pub admin_mirrors: Vec<(String, Table)>,
+    /// Values of agent keys inside managed tables, to report hand edits the next render replaces
+    /// (scope, key, value as written).
+    pub agent_values: Vec<(String, String, String)>,
 }
 
 impl StripReport {
@@ -177,9 +185,19 @@ fn revert_keys(
                     .and_then(|s| s.as_str())
                     .unwrap_or(" ")
                     .to_string();
+                // An administrator's note written after our marker stays on the line.
+                let after_marker = suffix[start..]
+                    .find(MARKER)
+                    .map(|p| start + p + MARKER.len())
+                    .unwrap_or(suffix.len());
+                let note = suffix[after_marker..]
+                    .find('#')
+                    .map(|i| format!(" {}", &suffix[after_marker + i..]))
+                    .unwrap_or_default();
                 let mut nv = Value::from(false);
                 nv.decor_mut().set_prefix(prefix);
-                nv.decor_mut().set_suffix(suffix[..start].to_string());
+                nv.decor_mut()
+                    .set_suffix(format!("{}{note}", &suffix[..start]));
                 t.insert(&k, Item::Value(nv));
             }
         }
@@ -223,9 +241,32 @@ pub fn strip_managed(doc: &mut DocumentMut, file: &str) -> Result<StripReport, M
                 }
             }
             if let Some(Item::ArrayOfTables(ms)) = t.get("mirror") {
-                collect_mirror_admin_keys(ms, &scope, &mut report);
-                for m in ms.iter().collect::<Vec<_>>().into_iter().rev() {
+                let (ours, theirs): (Vec<&Table>, Vec<&Table>) = ms.iter().partition(|m| {
+                    m.decor()
+                        .suffix()
+                        .and_then(|s| s.as_str())
+                        .map(|s| s.contains(MARKER))
+                        .unwrap_or(false)
+                });
+                let mut ours_aot = ArrayOfTables::new();
+                for m in &ours {
+                    ours_aot.push((*m).clone());
+                }
+                collect_mirror_admin_keys(&ours_aot, &scope, &mut report);
+                for m in ours.iter().rev() {
                     collect_comments(m, &mut report.admin_comments);
+                }
+                for m in theirs.iter().rev() {
+                    report.admin_mirrors.push((scope.clone(), (*m).clone()));
+                }
+            }
+            for k in ["insecure", "blocked", "mirror-by-digest-only"] {
+                if let Some(Item::Value(v)) = t.get(k) {
+                    report.agent_values.push((
+                        scope.clone(),
+                        k.to_string(),
+                        v.clone().decorated("", "").to_string(),
+                    ));
                 }
             }
             collect_comments(t, &mut report.admin_comments);
@@ -641,4 +682,114 @@ pub fn render_dropin(entries: &[Registry], header: &str) -> String {
         doc.insert("registry", Item::ArrayOfTables(aot));
     }
     format!("{header}{doc}")
+}
+
+/// Put the administrator's own mirrors found inside managed tables back: into the new managed
+/// table of the same scope (after the agent's mirrors, without a marker), or into an unmanaged
+/// entry for that scope when the policies no longer produce one. Returns what was done, for
+/// warnings.
+pub fn keep_admin_mirrors(doc: &mut DocumentMut, mirrors: Vec<(String, Table)>) -> Vec<String> {
+    let mut done = Vec::new();
+    if mirrors.is_empty() {
+        return done;
+    }
+    if doc.get("registry").is_none() {
+        doc.insert("registry", Item::ArrayOfTables(ArrayOfTables::new()));
+    }
+    let Some(aot) = doc
+        .get_mut("registry")
+        .and_then(Item::as_array_of_tables_mut)
+    else {
+        return done;
+    };
+    // Collected bottom-up: restore file order.
+    for (scope, mirror) in mirrors.into_iter().rev() {
+        let loc = mirror
+            .get("location")
+            .and_then(|i| i.as_str())
+            .unwrap_or("")
+            .to_string();
+        let idx = aot.iter().position(|t| {
+            t.decor()
+                .suffix()
+                .and_then(|s| s.as_str())
+                .map(|s| s.contains(MARKER))
+                .unwrap_or(false)
+                && scope_of(t) == scope
+        });
+        let idx = match idx {
+            Some(i) => {
+                done.push(format!(
+                    "registry {scope:?}: mirror {loc:?} added by hand inside a managed entry; kept"
+                ));
+                i
+            }
+            None => {
+                let mut t = Table::new();
+                t.insert(
+                    if scope.starts_with("*.") {
+                        "prefix"
+                    } else {
+                        "location"
+                    },
+                    toml_edit::value(scope.clone()),
+                );
+                aot.push(t);
+                done.push(format!("registry {scope:?}: mirror {loc:?} added by hand inside a managed entry that is no longer managed; kept as an unmanaged entry"));
+                aot.len() - 1
+            }
+        };
+        if let Some(t) = aot.get_mut(idx) {
+            if t.get("mirror").is_none() {
+                t.insert("mirror", Item::ArrayOfTables(ArrayOfTables::new()));
+            }
+            if let Some(ms) = t.get_mut("mirror").and_then(Item::as_array_of_tables_mut) {
+                // A fresh table (no document position of its own), so it prints under its new
+                // parent; keys keep their formatting and comments.
+                let mut fresh = Table::new();
+                *fresh.decor_mut() = mirror.decor().clone();
+                for (k, v) in mirror.iter() {
+                    match mirror.key(k) {
+                        Some(key) => fresh.insert_formatted(key, v.clone()),
+                        None => fresh.insert(k, v.clone()),
+                    };
+                }
+                ms.push(fresh);
+            }
+        }
+    }
+    done
+}
+
+/// Hand edits of agent keys inside managed tables that the new render replaced.
+pub fn replaced_agent_values(
+    doc: &DocumentMut,
+    before: &[(String, String, String)],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(aot) = doc.get("registry").and_then(Item::as_array_of_tables) else {
+        return out;
+    };
+    for (scope, key, old) in before {
+        let now = aot
+            .iter()
+            .find(|t| {
+                t.decor()
+                    .suffix()
+                    .and_then(|s| s.as_str())
+                    .map(|s| s.contains(MARKER))
+                    .unwrap_or(false)
+                    && scope_of(t) == *scope
+            })
+            .and_then(|t| t.get(key))
+            .and_then(|i| i.as_value())
+            .map(|v| v.clone().decorated("", "").to_string())
+            .unwrap_or_else(|| "false".into());
+        if &now != old {
+            out.push(format!(
+                "registry {scope:?}: {key} = {old} was set by hand inside a managed entry; the policies decide it ({key} = {now}) — set it on your own [[registry]] or in Image/cluster"
+            ));
+        }
+    }
+    out
 }

@@ -255,7 +255,19 @@ pub fn apply(
                     .into(),
             );
             document::keep_orphaned_admin_keys(&mut doc, &strip.admin_keys);
+            for k in strip.admin_keys.iter().filter(|k| k.mirror.is_some()) {
+                warnings.push(format!(
+                    "registry {:?}: key {:?} added by hand inside managed mirror {:?} was dropped with that mirror",
+                    k.scope,
+                    k.key,
+                    k.mirror.as_deref().unwrap_or("")
+                ));
+            }
         }
+        warnings.extend(document::keep_admin_mirrors(
+            &mut doc,
+            strip.admin_mirrors.clone(),
+        ));
         let out = if strip.is_empty() {
             text.to_string()
         } else {
@@ -264,6 +276,11 @@ pub fn apply(
         (out, dropin)
     } else {
         document::apply_changes(&mut doc, file, &base_entries, &rendered)?;
+        warnings.extend(document::replaced_agent_values(&doc, &strip.agent_values));
+        warnings.extend(document::keep_admin_mirrors(
+            &mut doc,
+            strip.admin_mirrors.clone(),
+        ));
         let lost = document::reattach_admin_keys(&mut doc, strip.admin_keys.clone());
         for k in &strip.admin_keys {
             if !lost
@@ -289,7 +306,10 @@ pub fn apply(
                 "{kept}: added by hand inside a managed table that is no longer managed; kept as an unmanaged entry"
             ));
         }
-        let unchanged = strip.is_empty() && rendered == base_entries && lost.is_empty();
+        let unchanged = strip.is_empty()
+            && rendered == base_entries
+            && lost.is_empty()
+            && strip.admin_mirrors.is_empty();
         let out = if unchanged {
             text.to_string()
         } else {
@@ -315,7 +335,7 @@ pub fn apply(
             })
             .collect()
     };
-    if !strip.admin_keys.is_empty() || base_raw.was_v1 {
+    if !strip.admin_keys.is_empty() || !strip.admin_mirrors.is_empty() || base_raw.was_v1 {
         // Rare shapes (kept admin tables, v1 files): validate the real text.
         new_main = containers::load(file, &output).map_err(MirrorError::InvalidResult)?;
     } else {
