@@ -143,9 +143,6 @@ pub fn atomic_replace(
         .as_ref()
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o644);
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io_err(&tmp_path, "chmod"))?;
     if let Some(m) = &old_meta {
         let (uid, gid) = (m.uid(), m.gid());
         let cur = tmp
@@ -157,6 +154,10 @@ pub fn atomic_replace(
                 .map_err(io_err(&tmp_path, "chown"))?;
         }
     }
+    // After the chown: changing the owner clears setuid/setgid bits.
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io_err(&tmp_path, "chmod"))?;
     if let Some(label) = &label {
         xattr::set(&tmp_path, SELINUX_XATTR, label)
             .map_err(io_err(&tmp_path, "set SELinux label"))?;

@@ -345,7 +345,13 @@ pub fn apply_mirrors(s: &Settings, req: &ApplyRequest) -> Result<ApplyReport, Re
         backup_dir: Some(s.state_dir.join("backup")),
         keep_backups: s.mirrors.backups,
     };
-    for c in &report.changes {
+    // In drop-in mode the drop-in goes first: a crash between the two writes then leaves the
+    // mirrors in place twice (harmless), never nowhere.
+    let mut order: Vec<&FileChange> = report.changes.iter().collect();
+    if mode == MirrorMode::DropIn {
+        order.sort_by_key(|c| c.path == *path);
+    }
+    for c in order {
         match &c.new {
             Some(t) => {
                 if let Some(dir) = c.path.parent() {
@@ -387,10 +393,20 @@ pub fn apply_mirrors(s: &Settings, req: &ApplyRequest) -> Result<ApplyReport, Re
     Ok(report)
 }
 
+/// A missing file is invalid input (exit 2); a file that exists but cannot be read (permissions,
+/// I/O errors) is a failure (exit 1).
+fn io_read_error(path: &Path, e: std::io::Error) -> RegistriesError {
+    let msg = format!("{}: {e}", path.display());
+    if e.kind() == std::io::ErrorKind::NotFound {
+        RegistriesError::invalid(msg)
+    } else {
+        RegistriesError::failed(msg)
+    }
+}
+
 /// Read a text file the agent is asked to parse, refusing non-regular, huge or non-UTF-8 files.
 pub fn read_text(path: &Path, max: u64) -> Result<String, RegistriesError> {
-    let meta = fs::metadata(path)
-        .map_err(|e| RegistriesError::invalid(format!("{}: {e}", path.display())))?;
+    let meta = fs::metadata(path).map_err(|e| io_read_error(path, e))?;
     if !meta.is_file() {
         return Err(RegistriesError::invalid(format!(
             "{}: not a regular file",
@@ -404,8 +420,7 @@ pub fn read_text(path: &Path, max: u64) -> Result<String, RegistriesError> {
             meta.len()
         )));
     }
-    let bytes =
-        fs::read(path).map_err(|e| RegistriesError::invalid(format!("{}: {e}", path.display())))?;
+    let bytes = fs::read(path).map_err(|e| io_read_error(path, e))?;
     String::from_utf8(bytes).map_err(|e| {
         RegistriesError::invalid(format!(
             "{}: not valid UTF-8 text (byte {})",
