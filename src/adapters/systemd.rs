@@ -119,36 +119,10 @@ pub async fn reload_if_active(
             active_state: state,
         });
     }
-    // Subscribe and listen before starting the job, so its JobRemoved cannot be missed.
-    manager.subscribe().await.map_err(call(unit, "Subscribe"))?;
-    let mut removed = manager
-        .receive_job_removed()
-        .await
-        .map_err(call(unit, "JobRemoved"))?;
-    let job = manager
-        .reload_unit(unit.to_string(), "replace".into())
-        .await
-        .map_err(call(unit, "ReloadUnit"))?;
-    let wait = async {
-        while let Some(signal) = removed.next().await {
-            if let Ok(args) = signal.args() {
-                if args.job.as_str() == job.as_str() {
-                    return Some(args.result.to_string());
-                }
-            }
-        }
-        None
-    };
-    let result = match tokio::time::timeout(timeout, wait).await {
-        Ok(Some(r)) => r,
-        Ok(None) => "unknown".into(),
-        Err(_) => {
-            return Err(SystemdError::Timeout {
-                unit: unit.into(),
-                timeout,
-            })
-        }
-    };
+    let result = run_job(&manager, unit, "ReloadUnit", timeout, |m| async move {
+        m.reload_unit(unit.to_string(), "replace".into()).await
+    })
+    .await?;
     // CRI-O reloads asynchronously (SIGHUP): watch the unit for a second after the job, so a
     // reload that makes it exit is seen.
     let mut after = String::new();
@@ -184,15 +158,31 @@ pub async fn start_unit(
     let manager = ManagerProxy::new(conn)
         .await
         .map_err(call(unit, "Manager proxy"))?;
+    run_job(&manager, unit, "StartUnit", timeout, |m| async move {
+        m.start_unit(unit.to_string(), "replace".into()).await
+    })
+    .await
+}
+
+/// Queue a job with `queue` and wait for its `JobRemoved`; returns the job result (`done`,
+/// `failed`, …). Subscribes and listens before queueing, so the signal cannot be missed.
+async fn run_job<'m, F, Fut>(
+    manager: &'m ManagerProxy<'m>,
+    unit: &str,
+    what: &'static str,
+    timeout: Duration,
+    queue: F,
+) -> Result<String, SystemdError>
+where
+    F: FnOnce(&'m ManagerProxy<'m>) -> Fut,
+    Fut: std::future::Future<Output = zbus::Result<zbus::OwnedObjectPath>>,
+{
     manager.subscribe().await.map_err(call(unit, "Subscribe"))?;
     let mut removed = manager
         .receive_job_removed()
         .await
         .map_err(call(unit, "JobRemoved"))?;
-    let job = manager
-        .start_unit(unit.to_string(), "replace".into())
-        .await
-        .map_err(call(unit, "StartUnit"))?;
+    let job = queue(manager).await.map_err(call(unit, what))?;
     let wait = async {
         while let Some(signal) = removed.next().await {
             if let Ok(args) = signal.args() {

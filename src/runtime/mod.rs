@@ -133,6 +133,16 @@ struct ReloadState {
     quarantined: Option<(String, String)>,
 }
 
+/// The configured policy directories that exist (a missing one contributes no policies).
+fn existing_policy_dirs(s: &Settings) -> Vec<PathBuf> {
+    s.mirrors
+        .policy_dirs
+        .iter()
+        .filter(|p| p.exists())
+        .cloned()
+        .collect()
+}
+
 /// Digest of the policy files and mirror settings (what decides the rendered result).
 fn inputs_digest(s: &Settings) -> String {
     use sha2::{Digest, Sha256};
@@ -150,13 +160,7 @@ fn inputs_digest(s: &Settings) -> String {
         m.policy_dirs
     );
     h.update(key.as_bytes());
-    let dirs: Vec<PathBuf> = s
-        .mirrors
-        .policy_dirs
-        .iter()
-        .filter(|p| p.exists())
-        .cloned()
-        .collect();
+    let dirs = existing_policy_dirs(s);
     for (p, b) in registries::read_policy_files(&dirs).unwrap_or_default() {
         h.update(p.as_os_str().as_encoded_bytes());
         h.update((b.len() as u64).to_le_bytes());
@@ -319,13 +323,7 @@ async fn reconcile_inner(
         }
         state.quarantined = None;
     }
-    let policies: Vec<PathBuf> = s
-        .mirrors
-        .policy_dirs
-        .iter()
-        .filter(|p| p.exists())
-        .cloned()
-        .collect();
+    let policies = existing_policy_dirs(s);
     let req = ApplyRequest {
         registries_conf: s.mirrors.registries_conf.clone(),
         dropin_dir: s.mirrors.dropin_dir.clone(),

@@ -12,6 +12,21 @@ use toml_edit::{ArrayOfTables, DocumentMut, Item, Table, Value};
 use super::model::{Mirror, Registry};
 use super::MirrorError;
 
+/// The text of a decor's suffix (`default` when absent or not plain text).
+fn suffix_of<'d>(d: &'d toml_edit::Decor, default: &'d str) -> &'d str {
+    d.suffix().and_then(|s| s.as_str()).unwrap_or(default)
+}
+
+/// The text of a decor's prefix (`default` when absent or not plain text).
+fn prefix_of<'d>(d: &'d toml_edit::Decor, default: &'d str) -> &'d str {
+    d.prefix().and_then(|s| s.as_str()).unwrap_or(default)
+}
+
+/// True when a decor's suffix carries the agent's marker (a managed table, or a key set by it).
+fn marked(d: &toml_edit::Decor) -> bool {
+    suffix_of(d, "").contains(MARKER)
+}
+
 /// The marker every managed table and key carries (followed by ` v<version>`).
 pub const MARKER: &str = "# rhel-node-agent:managed";
 /// The marker version this agent writes.
@@ -164,12 +179,7 @@ fn revert_keys(
         let Some(Item::Value(v)) = t.get(&k) else {
             continue;
         };
-        let suffix = v
-            .decor()
-            .suffix()
-            .and_then(|s| s.as_str())
-            .unwrap_or("")
-            .to_string();
+        let suffix = suffix_of(v.decor(), "").to_string();
         let Some((start, marker)) = find_marker(&suffix, file, &format!("{what}.{k}"))? else {
             continue;
         };
@@ -179,12 +189,7 @@ fn revert_keys(
                 t.remove(&k);
             }
             Marker::WasFalse => {
-                let prefix = v
-                    .decor()
-                    .prefix()
-                    .and_then(|s| s.as_str())
-                    .unwrap_or(" ")
-                    .to_string();
+                let prefix = prefix_of(v.decor(), " ").to_string();
                 // An administrator's note written after our marker stays on the line.
                 let after_marker = suffix[start..]
                     .find(MARKER)
@@ -206,7 +211,7 @@ fn revert_keys(
 }
 
 fn table_is_managed(t: &Table, file: &str, what: &str) -> Result<bool, MirrorError> {
-    let suffix = t.decor().suffix().and_then(|s| s.as_str()).unwrap_or("");
+    let suffix = suffix_of(t.decor(), "");
     Ok(matches!(
         find_marker(suffix, file, what)?,
         Some((_, Marker::Table))
@@ -241,13 +246,8 @@ pub fn strip_managed(doc: &mut DocumentMut, file: &str) -> Result<StripReport, M
                 }
             }
             if let Some(Item::ArrayOfTables(ms)) = t.get("mirror") {
-                let (ours, theirs): (Vec<&Table>, Vec<&Table>) = ms.iter().partition(|m| {
-                    m.decor()
-                        .suffix()
-                        .and_then(|s| s.as_str())
-                        .map(|s| s.contains(MARKER))
-                        .unwrap_or(false)
-                });
+                let (ours, theirs): (Vec<&Table>, Vec<&Table>) =
+                    ms.iter().partition(|m| marked(m.decor()));
                 let mut ours_aot = ArrayOfTables::new();
                 for m in &ours {
                     ours_aot.push((*m).clone());
@@ -425,18 +425,8 @@ fn registry_table(r: &Registry) -> Table {
 fn set_flag_marked(t: &mut Table, key: &str) {
     match t.get(key) {
         Some(Item::Value(v)) => {
-            let prefix = v
-                .decor()
-                .prefix()
-                .and_then(|s| s.as_str())
-                .unwrap_or(" ")
-                .to_string();
-            let suffix = v
-                .decor()
-                .suffix()
-                .and_then(|s| s.as_str())
-                .unwrap_or("")
-                .to_string();
+            let prefix = prefix_of(v.decor(), " ").to_string();
+            let suffix = suffix_of(v.decor(), "").to_string();
             let mut nv = Value::from(true);
             nv.decor_mut().set_prefix(prefix);
             nv.decor_mut()
@@ -558,12 +548,7 @@ pub fn reattach_admin_keys(doc: &mut DocumentMut, keys: Vec<AdminKey>) -> Vec<Ad
     };
     for k in keys {
         let target = aot.iter_mut().find(|t| {
-            let managed = t
-                .decor()
-                .suffix()
-                .and_then(|s| s.as_str())
-                .map(|s| s.contains(MARKER))
-                .unwrap_or(false);
+            let managed = marked(t.decor());
             managed && scope_of(t) == k.scope
         });
         let placed = match (target, &k.mirror) {
@@ -642,17 +627,19 @@ pub fn managed_scopes(doc: &DocumentMut) -> Vec<String> {
     let Some(aot) = doc.get("registry").and_then(Item::as_array_of_tables) else {
         return out;
     };
-    let has_marker = |s: Option<&str>| s.map(|s| s.contains(MARKER)).unwrap_or(false);
     for t in aot.iter() {
-        let table_managed = has_marker(t.decor().suffix().and_then(|s| s.as_str()));
-        let key_managed = t.iter().any(|(_, v)| matches!(v, Item::Value(v) if has_marker(v.decor().suffix().and_then(|s| s.as_str()))));
+        let table_managed = marked(t.decor());
+        let key_managed = t
+            .iter()
+            .any(|(_, v)| matches!(v, Item::Value(v) if marked(v.decor())));
         let mirror_managed = t
             .get("mirror")
             .and_then(Item::as_array_of_tables)
             .map(|ms| {
                 ms.iter().any(|m| {
-                    has_marker(m.decor().suffix().and_then(|s| s.as_str()))
-                        || m.iter().any(|(_, v)| matches!(v, Item::Value(v) if has_marker(v.decor().suffix().and_then(|s| s.as_str()))))
+                    marked(m.decor())
+                        || m.iter()
+                            .any(|(_, v)| matches!(v, Item::Value(v) if marked(v.decor())))
                 })
             })
             .unwrap_or(false);
@@ -709,14 +696,9 @@ pub fn keep_admin_mirrors(doc: &mut DocumentMut, mirrors: Vec<(String, Table)>) 
             .and_then(|i| i.as_str())
             .unwrap_or("")
             .to_string();
-        let idx = aot.iter().position(|t| {
-            t.decor()
-                .suffix()
-                .and_then(|s| s.as_str())
-                .map(|s| s.contains(MARKER))
-                .unwrap_or(false)
-                && scope_of(t) == scope
-        });
+        let idx = aot
+            .iter()
+            .position(|t| marked(t.decor()) && scope_of(t) == scope);
         let idx = match idx {
             Some(i) => {
                 done.push(format!(
@@ -773,14 +755,7 @@ pub fn replaced_agent_values(
     for (scope, key, old) in before {
         let now = aot
             .iter()
-            .find(|t| {
-                t.decor()
-                    .suffix()
-                    .and_then(|s| s.as_str())
-                    .map(|s| s.contains(MARKER))
-                    .unwrap_or(false)
-                    && scope_of(t) == *scope
-            })
+            .find(|t| marked(t.decor()) && scope_of(t) == *scope)
             .and_then(|t| t.get(key))
             .and_then(|i| i.as_value())
             .map(|v| v.clone().decorated("", "").to_string())
