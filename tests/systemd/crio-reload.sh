@@ -42,7 +42,7 @@ sleep 0.3
 [ "$(reloads)" = 0 ] && pass "no change at start: no reload" || fail "reloads at start: $(reloads)"
 
 policy mirror-a.local/ns
-if wait_for "mirror a applied" grep -q mirror-a.local "$R/etc/containers/registries.conf" && wait_for "one reload" test "$(reloads)" = 1; then
+if wait_for "mirror a applied" grep -q mirror-a.local "$R/etc/containers/registries.conf" && wait_for "one reload" reloads_are 1; then
   sleep 0.5
   [ "$(reloads)" = 1 ] && pass "policy change applied and crio reloaded exactly once" || fail "reloads after one change: $(reloads)"
 else fail "policy change not applied/reloaded (reloads=$(reloads))"; fi

@@ -58,6 +58,7 @@ WantedBy=multi-user.target
 UNIT
   ln -sf ../crio.service "$1/etc/systemd/system/multi-user.target.wants/crio.service"
 }
+reloads_are() { [ "$(reloads)" = "$1" ]; }
 reloads() { IN sh -c 'test -f /var/log/crio-reloads && wc -l < /var/log/crio-reloads || echo 0' | tr -d ' '; }
 
 # An IDMS for quay.io/ns with one mirror, as policy YAML on stdout.
