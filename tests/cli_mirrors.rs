@@ -58,6 +58,16 @@ fn apply(e: &Env, extra: &[&str]) -> Output {
     rna(e, &args)
 }
 
+/// Apply the test policies, then replace the managed `registry.redhat.io` location line with
+/// `replacement` by hand, as an administrator would.
+fn apply_then_edit(e: &Env, replacement: &str) {
+    assert!(apply(e, &["--policies", s(&e.policies)]).status.success());
+    let text = fs::read_to_string(&e.conf).unwrap();
+    let edited = text.replacen("location = \"registry.redhat.io\"\n", replacement, 1);
+    assert_ne!(edited, text);
+    fs::write(&e.conf, &edited).unwrap();
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -165,14 +175,10 @@ fn auto_mode_verifies_on_an_openshift_node() {
 #[test]
 fn admin_keys_in_managed_tables_are_kept_and_reported() {
     let e = env();
-    assert!(apply(&e, &["--policies", s(&e.policies)]).status.success());
-    let text = fs::read_to_string(&e.conf).unwrap();
-    let edited = text.replace(
-        "location = \"registry.redhat.io\"\n",
+    apply_then_edit(
+        &e,
         "location = \"registry.redhat.io\"\nproxy = \"http://proxy.local:3128\"\n",
     );
-    assert_ne!(edited, text);
-    fs::write(&e.conf, &edited).unwrap();
     let out = apply(&e, &["--policies", s(&e.policies)]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr)
@@ -358,15 +364,10 @@ fn demo_runs_unprivileged_in_a_directory() {
 #[test]
 fn comments_written_inside_managed_tables_survive() {
     let e = env();
-    assert!(apply(&e, &["--policies", s(&e.policies)]).status.success());
-    let text = fs::read_to_string(&e.conf).unwrap();
-    let edited = text.replacen(
-        "location = \"registry.redhat.io\"\n",
+    apply_then_edit(
+        &e,
         "# why: the vendor mirror is ours\nlocation = \"registry.redhat.io\" # see ticket 42\n",
-        1,
     );
-    assert_ne!(edited, text);
-    fs::write(&e.conf, &edited).unwrap();
     let out = apply(&e, &[]);
     assert!(out.status.success());
     assert!(

@@ -284,43 +284,58 @@ fn config_show_and_check() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("60-bad.toml: mirrors.mode:"));
 }
 
-#[test]
-fn socket_authorization_by_peer_credentials() {
-    use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
+/// The user `nobody`, when the tests run as root (needed to run clients as another uid).
+fn nobody() -> Option<nix::unistd::User> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: needs root to run clients as another uid");
-        return;
+        return None;
     }
-    let nobody = nix::unistd::User::from_name("nobody")
-        .unwrap()
-        .expect("user nobody");
+    Some(
+        nix::unistd::User::from_name("nobody")
+            .unwrap()
+            .expect("user nobody"),
+    )
+}
+
+impl Daemon {
+    /// Let other uids reach the socket through the temporary directories.
+    fn open_to_others(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        for p in [self.root.parent().unwrap(), &self.root] {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+
+    /// Run the CLI as `user` with primary group `gid`.
+    fn cli_as(&self, user: &nix::unistd::User, gid: u32, args: &[&str]) -> std::process::Output {
+        use std::os::unix::process::CommandExt;
+        Command::new(BIN)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .uid(user.uid.as_raw())
+            .gid(gid)
+            .output()
+            .unwrap()
+    }
+}
+
+#[test]
+fn socket_authorization_by_peer_credentials() {
+    let Some(nobody) = nobody() else { return };
     let group = nix::unistd::Group::from_gid(nobody.gid)
         .unwrap()
         .expect("nobody's group");
     let d = Daemon::start(&format!("[api]\nread_group = {:?}\n", group.name));
-    // Let the other uid reach the socket through the temporary directories.
-    for p in [d.root.parent().unwrap(), &d.root] {
-        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let as_nobody = |args: &[&str], gid: u32| {
-        Command::new(BIN)
-            .arg("--root")
-            .arg(&d.root)
-            .args(args)
-            .uid(nobody.uid.as_raw())
-            .gid(gid)
-            .output()
-            .unwrap()
-    };
+    d.open_to_others();
     // A member of read_group may read, not change.
-    let out = as_nobody(&["status", "-o", "json"], nobody.gid.as_raw());
+    let out = d.cli_as(&nobody, nobody.gid.as_raw(), &["status", "-o", "json"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = as_nobody(&["reconcile"], nobody.gid.as_raw());
+    let out = d.cli_as(&nobody, nobody.gid.as_raw(), &["reconcile"]);
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -334,27 +349,10 @@ fn socket_authorization_by_peer_credentials() {
 
 #[test]
 fn socket_refuses_everyone_else() {
-    use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to run clients as another uid");
-        return;
-    }
-    let nobody = nix::unistd::User::from_name("nobody")
-        .unwrap()
-        .expect("user nobody");
+    let Some(nobody) = nobody() else { return };
     let d = Daemon::start("");
-    for p in [d.root.parent().unwrap(), &d.root] {
-        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let out = Command::new(BIN)
-        .arg("--root")
-        .arg(&d.root)
-        .args(["status"])
-        .uid(nobody.uid.as_raw())
-        .gid(nobody.gid.as_raw())
-        .output()
-        .unwrap();
+    d.open_to_others();
+    let out = d.cli_as(&nobody, nobody.gid.as_raw(), &["status"]);
     assert_eq!(
         out.status.code(),
         Some(3),

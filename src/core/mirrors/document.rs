@@ -421,6 +421,15 @@ fn registry_table(r: &Registry) -> Table {
     t
 }
 
+/// An unmarked `[[registry]]` for `scope` (wildcards in `prefix`, others in `location`, as MCO
+/// creates entries): where the administrator's own keys and mirrors go when their managed entry
+/// is gone.
+fn unmanaged_entry(scope: &str) -> Table {
+    let mut t = registry_table(&Registry::for_scope(scope));
+    t.decor_mut().set_suffix("");
+    t
+}
+
 /// Set `key = true` on an administrator's table, recording what it was.
 fn set_flag_marked(t: &mut Table, key: &str) {
     match t.get(key) {
@@ -589,13 +598,7 @@ pub fn keep_orphaned_admin_keys(doc: &mut DocumentMut, keys: &[AdminKey]) -> Vec
         let idx = match by_scope.iter().position(|(s, _)| *s == k.scope) {
             Some(i) => i,
             None => {
-                let mut t = Table::new();
-                if k.scope.starts_with("*.") {
-                    t.insert("prefix", toml_edit::value(k.scope.clone()));
-                } else {
-                    t.insert("location", toml_edit::value(k.scope.clone()));
-                }
-                by_scope.push((k.scope.clone(), t));
+                by_scope.push((k.scope.clone(), unmanaged_entry(&k.scope)));
                 by_scope.len() - 1
             }
         };
@@ -707,16 +710,7 @@ pub fn keep_admin_mirrors(doc: &mut DocumentMut, mirrors: Vec<(String, Table)>) 
                 i
             }
             None => {
-                let mut t = Table::new();
-                t.insert(
-                    if scope.starts_with("*.") {
-                        "prefix"
-                    } else {
-                        "location"
-                    },
-                    toml_edit::value(scope.clone()),
-                );
-                aot.push(t);
+                aot.push(unmanaged_entry(&scope));
                 done.push(format!("registry {scope:?}: mirror {loc:?} added by hand inside a managed entry that is no longer managed; kept as an unmanaged entry"));
                 aot.len() - 1
             }
