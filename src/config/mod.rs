@@ -182,6 +182,48 @@ pub struct ApiSettings {
     pub metrics_listen: String,
 }
 
+/// `[hooks]` settings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HookSettings {
+    /// Per-hook timeout.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// Overrides keyed `<phase>` or `<phase>/<hook>`.
+    #[serde(serialize_with = "duration_map")]
+    pub timeouts: BTreeMap<String, Duration>,
+    /// Vendor hook directory root (`/usr/lib/rhel-node-agent/hooks.d`).
+    pub vendor_dir: PathBuf,
+    /// Administrator hook directory root (`/etc/rhel-node-agent/hooks.d`).
+    pub admin_dir: PathBuf,
+}
+
+/// `[upgrade]` settings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpgradeSettings {
+    /// Cordon + drain at the end of pre-cordon, uncordon at the end of pre-uncordon.
+    pub builtin_cordon_drain: bool,
+    /// firewalld's state from pre-upgrade until post-upgrade (`unchanged` = leave it).
+    pub firewalld_state: String,
+    /// The phase that reconciles the mirror policies (`None` = never).
+    pub reconcile_mirrors_at: Option<crate::core::phases::Phase>,
+}
+
+/// `[firewalld]` settings (the unit state; zones arrive with the firewalld component).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FirewalldSettings {
+    /// auto | unmanaged | disabled | enabled.
+    pub state: String,
+    /// Mask the unit when disabled.
+    pub mask: bool,
+}
+
+/// `[kubernetes]` settings used so far.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KubernetesSettings {
+    /// Empty = offline.
+    pub kubeconfig: String,
+}
+
 /// The validated settings the agent runs with.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Settings {
@@ -193,6 +235,14 @@ pub struct Settings {
     pub mirrors: MirrorSettings,
     /// `[api]`.
     pub api: ApiSettings,
+    /// `[hooks]`.
+    pub hooks: HookSettings,
+    /// `[upgrade]`.
+    pub upgrade: UpgradeSettings,
+    /// `[firewalld]`.
+    pub firewalld: FirewalldSettings,
+    /// `[kubernetes]`.
+    pub kubernetes: KubernetesSettings,
     /// State directory (backups, locks, journal).
     pub state_dir: PathBuf,
     /// Runtime directory (control socket, daemon pid file).
@@ -201,6 +251,18 @@ pub struct Settings {
     pub origins: BTreeMap<String, String>,
     /// `--system-bus`: the D-Bus address used as the system bus (`None`: the real one).
     pub system_bus: Option<String>,
+}
+
+fn duration_map<S: serde::Serializer>(
+    m: &BTreeMap<String, Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut out = s.serialize_map(Some(m.len()))?;
+    for (k, v) in m {
+        out.serialize_entry(k, &format!("{}s", v.as_secs()))?;
+    }
+    out.end()
 }
 
 mod duration_text {
@@ -350,7 +412,18 @@ fn check_values(file: &str, f: &Fragment) -> Result<(), ConfigError> {
     if let Some(h) = &f.hooks {
         dur("hooks.timeout", &h.timeout)?;
         for (k, v) in h.timeouts.iter().flatten() {
-            dur(&format!("hooks.timeouts.{k}"), &Some(v.clone()))?;
+            let key = format!("hooks.timeouts.{k}");
+            let (phase, hook) = k.split_once('/').unwrap_or((k.as_str(), ""));
+            if phase.parse::<crate::core::phases::Phase>().is_err()
+                || hook.contains('/')
+                || (k.contains('/') && hook.is_empty())
+            {
+                return Err(invalid(
+                    &key,
+                    format!("{k:?} is not \"<phase>\" or \"<phase>/<hook file name>\" (phases: pre-cordon, pre-upgrade, pre-uncordon, post-upgrade)"),
+                ));
+            }
+            dur(&key, &Some(v.clone()))?;
         }
     }
     if let Some(u) = &f.upgrade {
@@ -558,7 +631,40 @@ impl Settings {
         let mut m = MirrorsFrag::default();
         let mut node = NodeFrag::default();
         let mut api = ApiFrag::default();
+        let mut hooks = HooksFrag::default();
+        let mut timeouts: BTreeMap<String, (String, String)> = BTreeMap::new();
+        let mut up = UpgradeFrag::default();
+        let mut fw = FirewalldFrag::default();
+        let mut kube = KubernetesFrag::default();
         for (file, f) in fragments {
+            if let Some(h) = &f.hooks {
+                if let Some(v) = &h.timeout {
+                    hooks.timeout = Some(v.clone());
+                    origin("hooks.timeout", file);
+                }
+                for (k, v) in h.timeouts.iter().flatten() {
+                    timeouts.insert(k.clone(), (v.clone(), file.clone()));
+                    origin("hooks.timeouts", file);
+                }
+            }
+            if let Some(x) = &f.upgrade {
+                macro_rules! take {
+                    ($($k:ident),*) => { $( if let Some(v) = &x.$k { up.$k = Some(v.clone()); origin(concat!("upgrade.", stringify!($k)), file); } )* };
+                }
+                take!(builtin_cordon_drain, firewalld_state, reconcile_mirrors_at);
+            }
+            if let Some(x) = &f.firewalld {
+                macro_rules! take {
+                    ($($k:ident),*) => { $( if let Some(v) = &x.$k { fw.$k = Some(v.clone()); origin(concat!("firewalld.", stringify!($k)), file); } )* };
+                }
+                take!(state, mask);
+            }
+            if let Some(x) = &f.kubernetes {
+                if let Some(v) = &x.kubeconfig {
+                    kube.kubeconfig = Some(v.clone());
+                    origin("kubernetes.kubeconfig", file);
+                }
+            }
             if let Some(a) = &f.api {
                 for (key, val, slot) in [
                     ("api.socket", &a.socket, &mut api.socket),
@@ -629,6 +735,45 @@ impl Settings {
                 ));
             }
             s.api.metrics_listen = v;
+        }
+        if let Some(v) = hooks.timeout {
+            s.hooks.timeout = parse_duration(&v).map_err(|e| invalid("hooks.timeout", e))?;
+        }
+        for (k, (v, file)) in timeouts {
+            let d = parse_duration(&v).map_err(|message| ConfigError::Invalid {
+                file,
+                key: format!("hooks.timeouts.{k}"),
+                message,
+            })?;
+            s.hooks.timeouts.insert(k, d);
+        }
+        if let Some(v) = up.builtin_cordon_drain {
+            s.upgrade.builtin_cordon_drain = v;
+        }
+        if let Some(v) = up.firewalld_state {
+            s.upgrade.firewalld_state = v;
+        }
+        if let Some(v) = up.reconcile_mirrors_at {
+            s.upgrade.reconcile_mirrors_at = match v.as_str() {
+                "never" => None,
+                p => Some(
+                    p.parse()
+                        .map_err(|e| invalid("upgrade.reconcile_mirrors_at", e))?,
+                ),
+            };
+        }
+        if let Some(v) = fw.state {
+            s.firewalld.state = v;
+        }
+        if let Some(v) = fw.mask {
+            s.firewalld.mask = v;
+        }
+        if let Some(v) = kube.kubeconfig {
+            s.kubernetes.kubeconfig = if v.is_empty() {
+                v
+            } else {
+                under_root(root, v).display().to_string()
+            };
         }
         let ms = &mut s.mirrors;
         if let Some(v) = m.mode {
@@ -702,6 +847,24 @@ impl Settings {
                 socket: under_root(root, "/run/rhel-node-agent/control.sock"),
                 read_group: String::new(),
                 metrics_listen: String::new(),
+            },
+            hooks: HookSettings {
+                timeout: Duration::from_secs(600),
+                timeouts: BTreeMap::new(),
+                vendor_dir: under_root(root, "/usr/lib/rhel-node-agent/hooks.d"),
+                admin_dir: under_root(root, "/etc/rhel-node-agent/hooks.d"),
+            },
+            upgrade: UpgradeSettings {
+                builtin_cordon_drain: false,
+                firewalld_state: "disabled".into(),
+                reconcile_mirrors_at: Some(crate::core::phases::Phase::PreUncordon),
+            },
+            firewalld: FirewalldSettings {
+                state: "auto".into(),
+                mask: false,
+            },
+            kubernetes: KubernetesSettings {
+                kubeconfig: String::new(),
             },
             state_dir: under_root(root, STATE_DIR),
             runtime_dir: under_root(root, RUNTIME_DIR),
