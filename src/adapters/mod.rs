@@ -2,5 +2,7 @@
 //! the pure `core` never sees.
 
 pub mod fs;
+pub mod hooks;
+pub mod journald;
 pub mod registries;
 pub mod systemd;

@@ -29,6 +29,16 @@ pub enum SystemdError {
         /// The error.
         source: zbus::Error,
     },
+    /// A job finished with a result other than `done`.
+    #[error("{unit}: {what} job ended with result {result:?}")]
+    Job {
+        /// The unit.
+        unit: String,
+        /// The call.
+        what: &'static str,
+        /// The job result.
+        result: String,
+    },
     /// The reload job did not finish in time.
     #[error("{unit}: reload did not finish within {0:?}", .timeout)]
     Timeout {
@@ -162,6 +172,140 @@ pub async fn start_unit(
         m.start_unit(unit.to_string(), "replace".into()).await
     })
     .await
+}
+
+/// Stop `unit` (`StopUnit`, mode `replace`) and wait for the job; a unit systemd does not know is
+/// already stopped. Used for a hook's transient unit, whose stop ends its whole cgroup.
+pub async fn stop_unit(
+    conn: &zbus::Connection,
+    unit: &str,
+    timeout: Duration,
+) -> Result<String, SystemdError> {
+    let manager = ManagerProxy::new(conn)
+        .await
+        .map_err(call(unit, "Manager proxy"))?;
+    let result = run_job(&manager, unit, "StopUnit", timeout, |m| async move {
+        m.stop_unit(unit.to_string(), "replace".into()).await
+    })
+    .await;
+    match result {
+        Err(SystemdError::Call {
+            source: zbus::Error::MethodError(name, _, _),
+            ..
+        }) if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" => Ok("done".into()),
+        r => r,
+    }
+}
+
+/// Bring a unit into a wanted state through the manager: `enabled` = unmasked, enabled and
+/// started; otherwise stopped and disabled (and masked when `mask`). Returns what was done, e.g.
+/// `stopped, disabled` or `already stopped and disabled`; a unit that is not installed is reported
+/// as such. Only systemd 239 methods: GetUnitFileState, Stop/StartUnit, (Dis|En)ableUnitFiles,
+/// (Un)maskUnitFiles, Reload.
+pub async fn set_unit_state(
+    conn: &zbus::Connection,
+    unit: &str,
+    enabled: bool,
+    mask: bool,
+    timeout: Duration,
+) -> Result<String, SystemdError> {
+    let manager = ManagerProxy::new(conn)
+        .await
+        .map_err(call(unit, "Manager proxy"))?;
+    let file_state = match manager.get_unit_file_state(unit.to_string()).await {
+        Ok(s) => s,
+        Err(zbus::Error::MethodError(name, _, _))
+            if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit"
+                || name.as_str() == "org.freedesktop.DBus.Error.FileNotFound" =>
+        {
+            return Ok(format!("{unit} is not installed; nothing to do"));
+        }
+        Err(e) => return Err(call(unit, "GetUnitFileState")(e)),
+    };
+    let active = match manager.get_unit(unit.to_string()).await {
+        Ok(path) => UnitProxy::new(conn, path)
+            .await
+            .map_err(call(unit, "Unit proxy"))?
+            .active_state()
+            .await
+            .map_err(call(unit, "ActiveState"))?,
+        Err(_) => "inactive".to_string(),
+    };
+    let mut done = Vec::new();
+    let mut files_changed = false;
+    if enabled {
+        if file_state.starts_with("masked") {
+            manager
+                .unmask_unit_files(vec![unit.to_string()], false)
+                .await
+                .map_err(call(unit, "UnmaskUnitFiles"))?;
+            files_changed = true;
+            done.push("unmasked");
+        }
+        if !file_state.starts_with("enabled") {
+            manager
+                .enable_unit_files(vec![unit.to_string()], false, true)
+                .await
+                .map_err(call(unit, "EnableUnitFiles"))?;
+            files_changed = true;
+            done.push("enabled");
+        }
+        if files_changed {
+            manager.reload().await.map_err(call(unit, "Reload"))?;
+        }
+        if active != "active" {
+            let r = start_unit(conn, unit, timeout).await?;
+            if r != "done" {
+                return Err(SystemdError::Job {
+                    unit: unit.into(),
+                    what: "StartUnit",
+                    result: r,
+                });
+            }
+            done.push("started");
+        }
+        if done.is_empty() {
+            return Ok(format!("{unit} already enabled and running"));
+        }
+    } else {
+        if active != "inactive" && active != "failed" {
+            let r = stop_unit(conn, unit, timeout).await?;
+            if r != "done" {
+                return Err(SystemdError::Job {
+                    unit: unit.into(),
+                    what: "StopUnit",
+                    result: r,
+                });
+            }
+            done.push("stopped");
+        }
+        if file_state.starts_with("enabled") {
+            manager
+                .disable_unit_files(vec![unit.to_string()], false)
+                .await
+                .map_err(call(unit, "DisableUnitFiles"))?;
+            files_changed = true;
+            done.push("disabled");
+        }
+        if mask && !file_state.starts_with("masked") {
+            manager
+                .mask_unit_files(vec![unit.to_string()], false, true)
+                .await
+                .map_err(call(unit, "MaskUnitFiles"))?;
+            files_changed = true;
+            done.push("masked");
+        }
+        if files_changed {
+            manager.reload().await.map_err(call(unit, "Reload"))?;
+        }
+        if done.is_empty() {
+            return Ok(format!(
+                "{unit} already stopped and {}",
+                if mask { "masked" } else { "disabled" }
+            ));
+        }
+    }
+    Ok(format!("{unit}: {}", done.join(", ")))
 }
 
 /// Queue a job with `queue` and wait for its `JobRemoved`; returns the job result (`done`,

@@ -50,7 +50,7 @@ pub fn daemon(a: &DaemonArgs, g: &Global) -> Result<Exit, CliError> {
 
 /// The control socket: `--socket`, else `api.socket`. A broken configuration must not stop an
 /// administrator from asking the daemon what is wrong, so it falls back to the default path.
-fn socket_path(g: &Global) -> PathBuf {
+pub fn socket_path(g: &Global) -> PathBuf {
     match &g.socket {
         Some(p) => p.clone(),
         None => match g.settings() {
@@ -120,7 +120,8 @@ fn dechunk(body: &str) -> String {
     out
 }
 
-fn refused_or_failed(code: u16, v: &Value) -> CliError {
+/// Map an error reply: 403 → refused (exit 3), anything else → failed.
+pub fn refused_or_failed(code: u16, v: &Value) -> CliError {
     let msg = v
         .get("error")
         .and_then(|e| e.as_str())

@@ -4,6 +4,7 @@
 pub mod daemon;
 pub mod demo;
 pub mod mirrors;
+pub mod phase;
 
 use std::path::PathBuf;
 
@@ -142,6 +143,12 @@ pub enum Command {
     /// Show or check the configuration.
     #[command(subcommand)]
     Config(daemon::ConfigCommand),
+    /// Run an upgrade phase (pre-cordon, pre-upgrade, pre-uncordon, post-upgrade) through the daemon.
+    #[command(subcommand)]
+    Phase(phase::PhaseCommand),
+    /// Show or reset the upgrade record.
+    #[command(subcommand)]
+    Upgrade(phase::UpgradeCommand),
 }
 
 /// Run a parsed command line; returns the exit code.
@@ -153,6 +160,8 @@ pub fn run(cli: Cli) -> Exit {
         Command::Status => daemon::status(&cli.global),
         Command::Reconcile => daemon::reconcile(&cli.global),
         Command::Config(c) => daemon::config(c, &cli.global),
+        Command::Phase(c) => phase::run(c, &cli.global),
+        Command::Upgrade(c) => phase::upgrade(c, &cli.global),
     };
     match result {
         Ok(code) => code,

@@ -5,6 +5,7 @@
 //! state costs a fingerprint check). A periodic resync covers missed events.
 
 pub mod metrics;
+pub mod phases;
 pub mod sdnotify;
 pub mod socket;
 pub mod status;
@@ -280,9 +281,10 @@ async fn reconcile(
     s: &Settings,
     state: &mut ReloadState,
     metrics: &metrics::Metrics,
+    release_held: bool,
 ) -> Result<ApplyReport, String> {
     let started = Instant::now();
-    let result = reconcile_inner(s, state, metrics).await;
+    let result = reconcile_inner(s, state, metrics, release_held).await;
     let outcome = match &result {
         Ok(r)
             if r.verify
@@ -316,6 +318,7 @@ async fn reconcile_inner(
     s: &Settings,
     state: &mut ReloadState,
     metrics: &metrics::Metrics,
+    release_held: bool,
 ) -> Result<ApplyReport, String> {
     if let Some((digest, reason)) = &state.quarantined {
         if *digest == inputs_digest(s) {
@@ -332,7 +335,8 @@ async fn reconcile_inner(
         style: s.mirrors.style,
         dry_run: false,
         skip_daemon_check: true,
-        hold_unsafe: s.mirrors.on_drain_required == "hold",
+        // During an upgrade the node is drained: what was held for a drain is applied now.
+        hold_unsafe: s.mirrors.on_drain_required == "hold" && !release_held,
     };
     let settings = s.clone();
     let joined =
@@ -429,7 +433,8 @@ fn write_pid_file(lock: &afs::FileLock, s: &Settings) -> Result<(), DaemonError>
 
 /// Make newly loaded settings visible outside the loop: the pid file's list of managed files (the
 /// CLI's ownership check) and the socket's read group.
-fn adopt(s: &Settings, pid_lock: &afs::FileLock, read_group: &Mutex<String>) {
+fn adopt(s: &Settings, pid_lock: &afs::FileLock, read_group: &Mutex<String>, shared: &Mutex<Settings>) {
+    *shared.lock().unwrap_or_else(|p| p.into_inner()) = s.clone();
     if let Err(e) = write_pid_file(pid_lock, s) {
         tracing::warn!(rna_component = "daemon", error = %e, "cannot update the pid file");
     }
@@ -469,7 +474,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
 
         let listener = socket::bind(&socket_path).map_err(io_err(&socket_path))?;
         let read_group = Arc::new(Mutex::new(settings.api.read_group.clone()));
-        let api = socket::Api { status: status.clone(), reconcile: reconcile_tx, read_group: read_group.clone() };
+        let shared = Arc::new(Mutex::new(settings.clone()));
+        let phase_svc = phases::PhaseService::start(shared.clone(), reconcile_tx.clone(), status.clone()).await;
+        let api = socket::Api { status: status.clone(), reconcile: reconcile_tx, read_group: read_group.clone(), phases: phase_svc.clone() };
         let mut stop_for_server = stop_rx.clone();
         let server = tokio::spawn(socket::serve(listener, api, async move {
             let _ = stop_for_server.wait_for(|s| *s).await;
@@ -533,7 +540,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         // First reconcile, then READY=1 whether it worked or not (it never waits on the network).
         let mut reload_state = ReloadState { defer_reload: true, ..ReloadState::default() };
         health.lock().unwrap_or_else(|p| p.into_inner()).busy_since = Some(Instant::now());
-        let first = reconcile(&settings, &mut reload_state, &metrics).await;
+        let first = reconcile(&settings, &mut reload_state, &metrics, false).await;
         reload_state.defer_reload = false;
         let line = {
             let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
@@ -544,7 +551,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         tracing::info!(rna_component = "daemon", socket = %socket_path.display(), status = %line, "rhel-node-agent daemon ready");
         if reload_state.pending {
             // The start-up change is written; reload the units now that READY=1 is sent.
-            let result = reconcile(&settings, &mut reload_state, &metrics).await;
+            let result = reconcile(&settings, &mut reload_state, &metrics, false).await;
             let line = {
                 let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
                 st.record(&result);
@@ -560,6 +567,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
 
         loop {
             let mut reply: Option<socket::ReconcileRequest> = None;
+            let mut release_held = false;
             tokio::select! {
                 _ = sigterm.recv() => break,
                 _ = sigint.recv() => break,
@@ -569,7 +577,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                         Ok(s) => {
                             settings = s;
                             status.lock().unwrap_or_else(|p| p.into_inner()).config_error = None;
-                            adopt(&settings, &pid_lock, &read_group);
+                            adopt(&settings, &pid_lock, &read_group, &shared);
                             tracing::info!(rna_component = "config", "configuration reloaded");
                         }
                         Err(e) => {
@@ -605,12 +613,15 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                         Ok(s) => {
                             settings = s;
                             status.lock().unwrap_or_else(|p| p.into_inner()).config_error = None;
-                            adopt(&settings, &pid_lock, &read_group);
+                            adopt(&settings, &pid_lock, &read_group, &shared);
                         }
                         Err(e) => status.lock().unwrap_or_else(|p| p.into_inner()).config_error = Some(e.to_string()),
                     }
                 }
-                Some(tx) = reconcile_rx.recv() => reply = Some(tx),
+                Some(req) = reconcile_rx.recv() => {
+                    release_held = req.release_held;
+                    reply = Some(req);
+                }
                 _ = resync.tick() => {}
                 _ = heartbeat.tick() => {
                     health.lock().unwrap_or_else(|p| p.into_inner()).tick = Instant::now();
@@ -618,7 +629,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 }
             }
             health.lock().unwrap_or_else(|p| p.into_inner()).busy_since = Some(Instant::now());
-            let result = reconcile(&settings, &mut reload_state, &metrics).await;
+            let result = reconcile(&settings, &mut reload_state, &metrics, release_held).await;
             {
                 let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
                 h.busy_since = None;
@@ -634,8 +645,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 st.status_line()
             };
             sdnotify::status(&line);
-            if let Some(tx) = reply {
-                let _ = tx.send(report_json(&result));
+            if let Some(req) = reply {
+                let _ = req.reply.send(report_json(&result));
             }
         }
         sdnotify::stopping();

@@ -46,8 +46,7 @@ impl connect_info::Connected<axum::serve::IncomingStream<'_, UnixListener>> for 
     }
 }
 
-/// A request from the socket to the main loop: reconcile now, answer with the outcome.
-pub type ReconcileRequest = oneshot::Sender<serde_json::Value>;
+pub use super::phases::ReconcileRequest;
 
 /// Shared state of the socket handlers.
 #[derive(Clone)]
@@ -58,6 +57,8 @@ pub struct Api {
     pub reconcile: mpsc::Sender<ReconcileRequest>,
     /// The group whose members may read (follows configuration reloads).
     pub read_group: Arc<Mutex<String>>,
+    /// Upgrade phases.
+    pub phases: Arc<super::phases::PhaseService>,
 }
 
 /// What a peer may do.
@@ -137,7 +138,11 @@ async fn reconcile(State(api): State<Api>, ConnectInfo(peer): ConnectInfo<Peer>)
         return refuse(&peer, "trigger a reconcile");
     }
     let (tx, rx) = oneshot::channel();
-    if api.reconcile.send(tx).await.is_err() {
+    let req = ReconcileRequest {
+        reply: tx,
+        release_held: false,
+    };
+    if api.reconcile.send(req).await.is_err() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"schema": 1, "error": "the daemon is stopping"})),
@@ -149,6 +154,62 @@ async fn reconcile(State(api): State<Api>, ConnectInfo(peer): ConnectInfo<Peer>)
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"schema": 1, "error": "the daemon is stopping"})),
+        )
+            .into_response(),
+    }
+}
+
+fn peer_access(api: &Api, peer: &Peer) -> Access {
+    let group = api.read_group.lock().map(|g| g.clone()).unwrap_or_default();
+    access(peer, &group)
+}
+
+/// `POST /v1/phases/run`: start or attach to a phase; the reply is a stream of JSON lines
+/// (progress events, then one `result` event). The phase does not depend on this connection.
+async fn phase_run(
+    State(api): State<Api>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(trigger): Json<crate::core::phases::Trigger>,
+) -> Response {
+    if peer_access(&api, &peer) != Access::Write {
+        return refuse(&peer, "run upgrade phases");
+    }
+    tracing::info!(uid = peer.uid, pid = ?peer.pid, phase = ?trigger.phase, "phase trigger");
+    let rx = api.phases.trigger(trigger);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let v = rx.recv().await?;
+        let mut line = v.to_string();
+        line.push('\n');
+        Some((
+            Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(line)),
+            rx,
+        ))
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// `GET /v1/upgrade`: the upgrade journal.
+async fn upgrade_status(State(api): State<Api>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
+    if peer_access(&api, &peer) == Access::None {
+        return refuse(&peer, "read the upgrade record");
+    }
+    Json(api.phases.status_json()).into_response()
+}
+
+/// `POST /v1/upgrade/reset`: close the open upgrade record.
+async fn upgrade_reset(State(api): State<Api>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
+    if peer_access(&api, &peer) != Access::Write {
+        return refuse(&peer, "reset the upgrade record");
+    }
+    match api.phases.reset() {
+        Ok(closed) => Json(json!({"schema": 1, "ok": true, "closed": closed})).into_response(),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            Json(json!({"schema": 1, "ok": false, "error": e})),
         )
             .into_response(),
     }
@@ -180,6 +241,9 @@ pub async fn serve(
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/reconcile", post(reconcile))
+        .route("/v1/phases/run", post(phase_run))
+        .route("/v1/upgrade", get(upgrade_status))
+        .route("/v1/upgrade/reset", post(upgrade_reset))
         .with_state(api);
     let make = app.into_make_service_with_connect_info::<Peer>();
     if let Err(e) = axum::serve(listener, make)

@@ -85,8 +85,8 @@ impl std::str::FromStr for Phase {
 pub struct BuiltinPlan {
     /// `upgrade.firewalld_state` is not `unchanged`: apply it at the start of pre-upgrade.
     pub firewalld_during_upgrade: Option<String>,
-    /// `upgrade.reconcile_mirrors_at`.
-    pub reconcile_mirrors_at: Phase,
+    /// `upgrade.reconcile_mirrors_at` (`None` = never).
+    pub reconcile_mirrors_at: Option<Phase>,
     /// `upgrade.builtin_cordon_drain`.
     pub cordon_drain: bool,
 }
@@ -146,7 +146,7 @@ pub fn plan(phase: Phase, b: &BuiltinPlan) -> Vec<PlannedStep> {
         steps.push(PlannedStep::Builtin(Builtin::Cordon));
         steps.push(PlannedStep::Builtin(Builtin::Drain));
     }
-    if phase == b.reconcile_mirrors_at {
+    if Some(phase) == b.reconcile_mirrors_at {
         steps.push(PlannedStep::Builtin(Builtin::ReconcileMirrors));
     }
     if phase == Phase::PreUncordon && b.cordon_drain {
@@ -180,7 +180,7 @@ mod tests {
     fn builtins(fw: bool, at: Phase, cd: bool) -> BuiltinPlan {
         BuiltinPlan {
             firewalld_during_upgrade: fw.then(|| "disabled".to_string()),
-            reconcile_mirrors_at: at,
+            reconcile_mirrors_at: Some(at),
             cordon_drain: cd,
         }
     }

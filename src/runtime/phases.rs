@@ -1,0 +1,922 @@
+//! Running upgrade phases inside the daemon: the durable journal on disk, one phase at a time,
+//! progress streamed to every attached client, hooks and built-ins in the order of
+//! [`crate::core::phases::plan`].
+//!
+//! A phase runs in its own task: a client that goes away (an SSH drop during `phase run`) does not
+//! stop it, and a repeated trigger attaches to it. Every transition is written to the journal
+//! before and after it happens, so a phase that was running when the daemon or the machine went
+//! down is found at the next start and shown as interrupted.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::adapters::fs as afs;
+use crate::adapters::hooks::{self, Found, HookEvent, HookSpec, Runner};
+use crate::adapters::journald::Journald;
+use crate::adapters::systemd;
+use crate::config::Settings;
+use crate::core::phases::{
+    self, rfc3339, Builtin, BuiltinPlan, Decision, Now, Phase, PhaseJournal, PlannedStep, RunState,
+    Step, StepKind, Trigger,
+};
+
+/// Version of the JSON context hooks read on stdin (docs/hooks.md).
+pub const CONTEXT_SCHEMA: u32 = 1;
+
+/// Progress events kept for clients that attach to a running phase.
+const REPLAY_EVENTS: usize = 400;
+
+/// The unit whose state `upgrade.firewalld_state` and `firewalld.state` set.
+const FIREWALLD_UNIT: &str = "firewalld.service";
+
+/// A request to the main loop to reconcile the mirrors (the socket's `reconcile`, and the
+/// `reconcile-mirrors` built-in, which also releases changes held because they need a drain).
+pub struct ReconcileRequest {
+    /// Where the outcome goes.
+    pub reply: oneshot::Sender<Value>,
+    /// Apply changes that need a drain now (the node is drained).
+    pub release_held: bool,
+}
+
+/// The journal file under the state directory.
+pub fn journal_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("upgrade").join("journal.json")
+}
+
+/// Read the journal (a missing file is an empty journal).
+pub fn load_journal(path: &Path) -> Result<PhaseJournal, String> {
+    match afs::read_optional(path) {
+        Ok(None) => Ok(PhaseJournal::default()),
+        Ok(Some(bytes)) => {
+            let v: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+            phases::migrate(v).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Write the journal atomically and durably.
+pub fn save_journal(path: &Path, j: &PhaseJournal) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let mut text = serde_json::to_vec_pretty(j).map_err(|e| e.to_string())?;
+    text.push(b'\n');
+    afs::atomic_replace(path, &text, &afs::ReplaceOptions::default())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The current boot id (`/proc/sys/kernel/random/boot_id`; under `--root`, the root's copy when
+/// it has one, so tests can simulate a reboot).
+pub fn boot_id(root: &Path) -> String {
+    let own = crate::config::under_root(root, "/proc/sys/kernel/random/boot_id");
+    std::fs::read_to_string(&own)
+        .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/random/boot_id"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The node name: `node.name`, else the lower-cased host name (what openshift-ansible uses).
+pub fn node_name(s: &Settings) -> String {
+    if !s.node_name.is_empty() {
+        return s.node_name.clone();
+    }
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.to_lowercase())
+        .unwrap_or_default()
+}
+
+/// A phase that is running, with the clients' view of it.
+pub struct RunningPhase {
+    /// Which phase.
+    pub phase: Phase,
+    /// Which record.
+    pub id: String,
+    log: Mutex<VecDeque<(u64, Value)>>,
+    seq: Mutex<u64>,
+    tx: broadcast::Sender<(u64, Value)>,
+    done: watch::Sender<Option<Value>>,
+}
+
+impl RunningPhase {
+    fn new(phase: Phase, id: &str) -> Arc<RunningPhase> {
+        Arc::new(RunningPhase {
+            phase,
+            id: id.to_string(),
+            log: Mutex::new(VecDeque::new()),
+            seq: Mutex::new(0),
+            tx: broadcast::channel(1024).0,
+            done: watch::channel(None).0,
+        })
+    }
+
+    /// Send an event to attached clients; `keep` = also replay it to clients that attach later.
+    fn emit(&self, event: Value, keep: bool) {
+        let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        *seq += 1;
+        if keep {
+            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            if log.len() == REPLAY_EVENTS {
+                log.pop_front();
+            }
+            log.push_back((*seq, event.clone()));
+        }
+        let _ = self.tx.send((*seq, event));
+    }
+}
+
+/// The phase side of the daemon.
+pub struct PhaseService {
+    path: PathBuf,
+    journal: Mutex<PhaseJournal>,
+    /// Why the journal cannot be used (e.g. written by a newer agent): phases are refused.
+    broken: Mutex<Option<String>>,
+    running: Mutex<Option<Arc<RunningPhase>>>,
+    settings: Arc<Mutex<Settings>>,
+    reconcile: mpsc::Sender<ReconcileRequest>,
+    /// The daemon status whose `phase` line this service keeps current (and sends as `STATUS=`).
+    status: Arc<Mutex<super::status::DaemonStatus>>,
+}
+
+fn now_facts(root: &Path) -> Now {
+    Now {
+        time: rfc3339(SystemTime::now()),
+        boot_id: boot_id(root),
+        pid: std::process::id(),
+    }
+}
+
+impl PhaseService {
+    /// Load the journal, mark what was running as interrupted, stop what is left of its hooks.
+    pub async fn start(
+        settings: Arc<Mutex<Settings>>,
+        reconcile: mpsc::Sender<ReconcileRequest>,
+        status: Arc<Mutex<super::status::DaemonStatus>>,
+    ) -> Arc<PhaseService> {
+        let s = settings.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let path = journal_path(&s.state_dir);
+        let (journal, broken) = match load_journal(&path) {
+            Ok(j) => (j, None),
+            Err(e) => {
+                tracing::error!(rna_component = "phases", error = %e, "upgrade journal unusable; phases are refused until it is fixed");
+                (PhaseJournal::default(), Some(e))
+            }
+        };
+        let svc = Arc::new(PhaseService {
+            path,
+            journal: Mutex::new(journal),
+            broken: Mutex::new(broken),
+            running: Mutex::new(None),
+            settings,
+            reconcile,
+            status,
+        });
+        svc.recover(&s).await;
+        svc.refresh_summary();
+        svc
+    }
+
+    async fn recover(&self, s: &Settings) {
+        if self.broken().is_some() {
+            return;
+        }
+        let now = now_facts(&s.root);
+        let found = self.with_journal(|j| j.recover(&now));
+        if found.is_empty() {
+            return;
+        }
+        let conn = if found
+            .iter()
+            .any(|(_, st)| st.runner.as_ref().is_some_and(|r| r.unit.is_some()))
+        {
+            systemd::connect(s.system_bus.as_deref()).await.ok()
+        } else {
+            None
+        };
+        for (phase, step) in found {
+            let what = match &step.runner {
+                Some(h) => hooks::stop_leftover(h, conn.as_ref()).await,
+                None => "nothing to stop".into(),
+            };
+            tracing::warn!(rna_component = "phases", rna_phase = %phase, step = %step.name, cleanup = %what, "phase step was interrupted");
+        }
+        self.persist();
+    }
+
+    fn broken(&self) -> Option<String> {
+        self.broken.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn with_journal<T>(&self, f: impl FnOnce(&mut PhaseJournal) -> T) -> T {
+        let mut j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut j)
+    }
+
+    /// Write the journal; a failure is logged (the phase goes on; the next write retries).
+    fn persist(&self) {
+        let j = self.journal.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Err(e) = save_journal(&self.path, &j) {
+            tracing::error!(rna_component = "phases", error = %e, "cannot write the upgrade journal");
+        }
+        self.refresh_summary();
+    }
+
+    fn refresh_summary(&self) {
+        let line = match self.broken() {
+            Some(e) => format!("journal unusable: {e}"),
+            None => {
+                let j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+                summary(&j)
+            }
+        };
+        let status_line = {
+            let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            if st.phase == line {
+                return;
+            }
+            st.phase = line;
+            st.status_line()
+        };
+        super::sdnotify::status(&status_line);
+    }
+
+    /// The journal and what is running, for `upgrade status`.
+    pub fn status_json(&self) -> Value {
+        let j = self.journal.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|r| json!({"phase": r.phase, "upgrade_id": r.id}));
+        json!({
+            "schema": 1,
+            "boot_id": boot_id(&self.settings().root),
+            "journal_error": self.broken(),
+            "running": running,
+            "open": j.open,
+            "closed": j.closed,
+        })
+    }
+
+    fn settings(&self) -> Settings {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `upgrade reset`: close the open record. `Err((refused, message))`.
+    pub fn reset(&self) -> Result<Option<String>, String> {
+        if let Some(e) = self.broken() {
+            return Err(format!("the upgrade journal is unusable: {e}"));
+        }
+        if let Some(r) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Err(format!(
+                "phase {} of upgrade {} is running; wait for it to finish",
+                r.phase, r.id
+            ));
+        }
+        let now = rfc3339(SystemTime::now());
+        let closed = self.with_journal(|j| j.reset(&now))?;
+        if let Some(id) = &closed {
+            tracing::warn!(rna_component = "phases", upgrade_id = %id, "upgrade record closed by reset");
+            self.persist();
+        }
+        Ok(closed)
+    }
+
+    /// Handle a trigger: attach to the running phase, start a new one, or answer at once. The
+    /// returned receiver yields progress events and ends with a `result` event.
+    pub fn trigger(self: &Arc<Self>, t: Trigger) -> mpsc::Receiver<Value> {
+        let (tx, rx) = mpsc::channel(256);
+        let phase = t.phase;
+        let answer = |tx: &mpsc::Sender<Value>, v: Value| {
+            let _ = tx.try_send(v);
+        };
+        if let Some(e) = self.broken() {
+            answer(
+                &tx,
+                result_event(
+                    phase,
+                    "",
+                    "failed",
+                    1,
+                    &format!("the upgrade journal is unusable: {e}"),
+                ),
+            );
+            return rx;
+        }
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = running.as_ref() {
+            let same = Some(r.phase) == phase && t.upgrade_id.as_ref().is_none_or(|i| *i == r.id);
+            if same {
+                attach(r.clone(), tx);
+            } else {
+                answer(
+                    &tx,
+                    result_event(
+                        phase,
+                        &r.id,
+                        "refused",
+                        3,
+                        &format!("phase {} of upgrade {} is running", r.phase, r.id),
+                    ),
+                );
+            }
+            return rx;
+        }
+        let s = self.settings();
+        let now = now_facts(&s.root);
+        let decision = self.with_journal(|j| j.begin(&t, &now));
+        let (id, attempt, opened, reboot) = match decision {
+            Decision::Start {
+                id,
+                attempt,
+                opened,
+                reboot_detected,
+            } => (id, attempt, opened, reboot_detected),
+            Decision::AlreadyDone { id } => {
+                let p = phase.map(|p| p.name()).unwrap_or("?");
+                answer(
+                    &tx,
+                    result_event(
+                        phase,
+                        &id,
+                        "already-done",
+                        0,
+                        &format!("{p} already done in upgrade {id}"),
+                    ),
+                );
+                return rx;
+            }
+            Decision::Refused(m) => {
+                answer(&tx, result_event(phase, "", "refused", 3, &m));
+                return rx;
+            }
+            Decision::Invalid(m) => {
+                answer(&tx, result_event(phase, "", "invalid", 2, &m));
+                return rx;
+            }
+        };
+        let Some(phase) = phase else { return rx };
+        self.persist();
+        let run = RunningPhase::new(phase, &id);
+        *running = Some(run.clone());
+        drop(running);
+        run.emit(
+            json!({"event": "started", "phase": phase, "upgrade_id": id, "attempt": attempt,
+                   "opened": opened, "boot_id": now.boot_id, "reboot_detected": reboot,
+                   "node": node_name(&s)}),
+            true,
+        );
+        tracing::info!(rna_component = "phases", rna_phase = %phase, upgrade_id = %id, attempt, reboot_detected = reboot, "phase started");
+        attach(run.clone(), tx);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let ctx = PhaseCtx {
+                svc: svc.clone(),
+                run: run.clone(),
+                s,
+                phase,
+                id: id.clone(),
+                attempt,
+                now,
+                reboot,
+            };
+            let (ok, message) = match ctx.execute().await {
+                Ok(m) => (true, m),
+                Err(m) => (false, m),
+            };
+            let time = rfc3339(SystemTime::now());
+            svc.with_journal(|j| j.finish(phase, ok, &message, &time));
+            svc.persist();
+            if ok {
+                tracing::info!(rna_component = "phases", rna_phase = %phase, upgrade_id = %id, attempt, "phase succeeded");
+            } else {
+                tracing::error!(rna_component = "phases", rna_phase = %phase, upgrade_id = %id, attempt, error = %message, "phase failed");
+            }
+            let result = result_event(
+                Some(phase),
+                &id,
+                if ok { "succeeded" } else { "failed" },
+                if ok { 0 } else { 1 },
+                &message,
+            );
+            *svc.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            run.emit(result.clone(), true);
+            let _ = run.done.send(Some(result));
+        });
+        rx
+    }
+}
+
+/// Stream a running phase's events to one client: the replay log, then live events, until the
+/// result. The client may go away at any time; the phase does not notice.
+fn attach(run: Arc<RunningPhase>, tx: mpsc::Sender<Value>) {
+    let mut live = run.tx.subscribe();
+    let replay: Vec<(u64, Value)> = run
+        .log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    let mut done = run.done.subscribe();
+    tokio::spawn(async move {
+        let mut last = 0;
+        for (seq, v) in replay {
+            last = seq;
+            if tx.send(v).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            tokio::select! {
+                ev = live.recv() => match ev {
+                    Ok((seq, v)) if seq > last => {
+                        last = seq;
+                        let end = v["event"] == "result";
+                        if tx.send(v).await.is_err() || end {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let _ = tx.send(json!({"event": "lagged", "dropped": n})).await;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = done.changed() => {
+                    let result = done.borrow().clone();
+                    if let Some(r) = result {
+                        // Drain what is still queued, then the result (once).
+                        while let Ok((seq, v)) = live.try_recv() {
+                            if seq > last {
+                                last = seq;
+                                if v["event"] == "result" {
+                                    let _ = tx.send(v).await;
+                                    return;
+                                }
+                                let _ = tx.send(v).await;
+                            }
+                        }
+                        let _ = tx.send(r).await;
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn result_event(phase: Option<Phase>, id: &str, outcome: &str, exit: u8, message: &str) -> Value {
+    json!({"event": "result", "phase": phase, "upgrade_id": id, "outcome": outcome,
+           "exit": exit, "message": message})
+}
+
+/// One line about the journal for `status` and `STATUS=`.
+fn summary(j: &PhaseJournal) -> String {
+    let Some(r) = &j.open else {
+        return match j.closed.last() {
+            Some(c) => format!(
+                "idle (last upgrade {} closed by {} at {})",
+                c.id,
+                c.closed_by.as_deref().unwrap_or("?"),
+                c.closed_at.as_deref().unwrap_or("?")
+            ),
+            None => "idle".into(),
+        };
+    };
+    if let Some((p, a)) = r.running() {
+        return format!("upgrade {}: {p} running (attempt {})", r.id, a.number);
+    }
+    let last = r
+        .phases
+        .iter()
+        .rev()
+        .find(|p| p.state != RunState::Pending);
+    match last {
+        Some(p) => format!(
+            "upgrade {}: {} {}",
+            r.id,
+            p.phase,
+            p.state.word()
+        ),
+        None => format!("upgrade {} open", r.id),
+    }
+}
+
+/// What the configuration says the built-ins do.
+fn builtin_plan(s: &Settings) -> BuiltinPlan {
+    BuiltinPlan {
+        firewalld_during_upgrade: (s.upgrade.firewalld_state != "unchanged")
+            .then(|| s.upgrade.firewalld_state.clone()),
+        reconcile_mirrors_at: s.upgrade.reconcile_mirrors_at,
+        cordon_drain: s.upgrade.builtin_cordon_drain,
+    }
+}
+
+/// True when the agent may use the system bus (CLI.md: never under `--root` without
+/// `--system-bus`).
+fn bus_allowed(s: &Settings) -> bool {
+    s.root == Path::new("/") || s.system_bus.is_some()
+}
+
+/// Everything one running phase needs.
+struct PhaseCtx {
+    svc: Arc<PhaseService>,
+    run: Arc<RunningPhase>,
+    s: Settings,
+    phase: Phase,
+    id: String,
+    attempt: u32,
+    now: Now,
+    reboot: bool,
+}
+
+/// How a built-in ended.
+enum BuiltinOutcome {
+    Done(String),
+    Skipped(String),
+    Failed(String),
+}
+
+impl PhaseCtx {
+    fn emit_step(&self, step: &Step) {
+        self.run.emit(
+            json!({"event": "step", "phase": self.phase, "name": step.name, "kind": step.kind,
+                   "state": step.state, "message": step.message, "exit_code": step.exit_code}),
+            true,
+        );
+    }
+
+    fn time() -> String {
+        rfc3339(SystemTime::now())
+    }
+
+    /// Run the planned steps; Ok(summary) or Err(why the phase failed).
+    async fn execute(&self) -> Result<String, String> {
+        let mut done = Vec::new();
+        for step in phases::plan(self.phase, &builtin_plan(&self.s)) {
+            match step {
+                PlannedStep::Hooks => {
+                    let n = self.run_hooks().await?;
+                    done.push(format!("{n} hook(s)"));
+                }
+                PlannedStep::Builtin(b) => {
+                    let mut st = phases::builtin_step(b, &Self::time());
+                    let idx = self.svc.with_journal(|j| j.step_started(self.phase, st.clone()));
+                    self.svc.persist();
+                    self.emit_step(&st);
+                    let outcome = self.builtin(b).await;
+                    let (state, msg) = match &outcome {
+                        BuiltinOutcome::Done(m) => (RunState::Succeeded, m.clone()),
+                        BuiltinOutcome::Skipped(m) => (RunState::Skipped, m.clone()),
+                        BuiltinOutcome::Failed(m) => (RunState::Failed, m.clone()),
+                    };
+                    st.state = state;
+                    st.message = msg.clone();
+                    st.finished_at = Some(Self::time());
+                    if let Some(i) = idx {
+                        let st2 = st.clone();
+                        self.svc.with_journal(|j| j.step_update(self.phase, i, |x| *x = st2));
+                    }
+                    self.svc.persist();
+                    self.emit_step(&st);
+                    let level_msg = format!("{}: {}", b.name(), msg);
+                    match outcome {
+                        BuiltinOutcome::Failed(_) => return Err(level_msg),
+                        BuiltinOutcome::Skipped(_) => {
+                            tracing::info!(rna_component = "phases", rna_phase = %self.phase, step = b.name(), reason = %msg, "built-in skipped")
+                        }
+                        BuiltinOutcome::Done(_) => {
+                            tracing::info!(rna_component = "phases", rna_phase = %self.phase, step = b.name(), result = %msg, "built-in done");
+                            done.push(b.name().to_string());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(format!("{} succeeded ({})", self.phase, done.join(", ")))
+    }
+
+    /// Find and run the phase's hooks, in order; the first failure stops the rest.
+    async fn run_hooks(&self) -> Result<usize, String> {
+        let s = &self.s;
+        let own_uid = nix::unistd::geteuid().as_raw();
+        let found = hooks::discover(self.phase, &s.hooks.vendor_dir, &s.hooks.admin_dir, own_uid)
+            .map_err(|e| format!("hooks: {e}"))?;
+        let mut refused = Vec::new();
+        for f in &found {
+            match f {
+                Found::Skip { name, path, reason } => {
+                    tracing::info!(rna_component = "hooks", rna_phase = %self.phase, rna_hook = %name, path = %path.display(), reason = %reason, "hook skipped");
+                    let t = Self::time();
+                    self.svc.with_journal(|j| {
+                        j.step_skipped(self.phase, name, StepKind::Hook, reason, &t)
+                    });
+                    let mut st = Step::started(name, StepKind::Hook, &t);
+                    st.state = RunState::Skipped;
+                    st.message = reason.clone();
+                    self.emit_step(&st);
+                }
+                Found::Refuse { name, path, reason } => {
+                    tracing::error!(rna_component = "hooks", rna_phase = %self.phase, rna_hook = %name, path = %path.display(), reason = %reason, "hook refused");
+                    let t = Self::time();
+                    let mut st = Step::started(name, StepKind::Hook, &t);
+                    st.state = RunState::Failed;
+                    st.message = format!("refused: {reason}");
+                    st.path = Some(path.display().to_string());
+                    st.finished_at = Some(t);
+                    self.svc.with_journal(|j| j.step_started(self.phase, st.clone()));
+                    self.emit_step(&st);
+                    refused.push(format!("{} ({reason})", path.display()));
+                }
+                Found::Run { .. } => {}
+            }
+        }
+        self.svc.persist();
+        if !refused.is_empty() {
+            return Err(format!(
+                "hook file(s) refused, no hook was run: {}",
+                refused.join("; ")
+            ));
+        }
+        let runnable: Vec<(String, PathBuf)> = found
+            .into_iter()
+            .filter_map(|f| match f {
+                Found::Run { name, path } => Some((name, path)),
+                _ => None,
+            })
+            .collect();
+        if runnable.is_empty() {
+            return Ok(0);
+        }
+        let runner = if bus_allowed(s)
+            && (s.system_bus.is_some() || Path::new("/run/systemd/system").exists())
+        {
+            match systemd::connect(s.system_bus.as_deref()).await {
+                Ok(c) => Runner::Systemd(c),
+                Err(e) => {
+                    return Err(format!(
+                        "hooks run as transient systemd units, and systemd cannot be reached: {e}"
+                    ))
+                }
+            }
+        } else {
+            Runner::ProcessGroup
+        };
+        let journald = Journald::connect();
+        let mut earlier: Vec<Value> = Vec::new();
+        for (name, path) in &runnable {
+            self.run_hook(&runner, journald.as_ref(), name, path, &earlier)
+                .await?;
+            earlier.push(json!({"name": name, "state": "succeeded"}));
+        }
+        Ok(runnable.len())
+    }
+
+    async fn run_hook(
+        &self,
+        runner: &Runner,
+        journald: Option<&Journald>,
+        name: &str,
+        path: &Path,
+        earlier: &[Value],
+    ) -> Result<(), String> {
+        let s = &self.s;
+        let timeout = phases::hook_timeout(self.phase, name, s.hooks.timeout, &s.hooks.timeouts);
+        let record = self.svc.with_journal(|j| j.open.clone());
+        let node = node_name(s);
+        let target = record
+            .as_ref()
+            .map(|r| r.target_version.clone())
+            .unwrap_or_default();
+        let context = json!({
+            "schema": CONTEXT_SCHEMA,
+            "agent_version": env!("CARGO_PKG_VERSION"),
+            "phase": self.phase,
+            "node": node,
+            "upgrade_id": self.id,
+            "target_version": target,
+            "attempt": self.attempt,
+            "hook": name,
+            "hook_path": path.display().to_string(),
+            "timeout_seconds": timeout.as_secs(),
+            "boot_id": self.now.boot_id,
+            "reboot_detected": self.reboot,
+            "boot_ids": record.as_ref().map(|r| r.boots.iter().map(|b| b.boot_id.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+            "opened_at": record.as_ref().map(|r| r.opened_at.clone()),
+            "phases": record.as_ref().map(|r| r.phases.iter().map(|p| (p.phase.name().to_string(), json!(p.state))).collect::<serde_json::Map<_, _>>()),
+            "earlier_hooks": earlier,
+            "root": s.root.display().to_string(),
+        });
+        let nonce = format!(
+            "{}{:x}",
+            self.attempt,
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos() ^ d.as_secs() as u32)
+                .unwrap_or(0)
+        );
+        let unit = hooks::unit_name(self.phase, name, &nonce);
+        let spec = HookSpec {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            env: vec![
+                ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+                ("LANG".into(), "C.UTF-8".into()),
+                ("RNA_PHASE".into(), self.phase.name().into()),
+                ("RNA_NODE".into(), node),
+                ("RNA_UPGRADE_ID".into(), self.id.clone()),
+                ("RNA_TARGET_VERSION".into(), target),
+                ("RNA_ATTEMPT".into(), self.attempt.to_string()),
+                ("RNA_HOOK".into(), name.into()),
+            ],
+            stdin: serde_json::to_vec(&context).unwrap_or_default(),
+            timeout,
+            unit: unit.clone(),
+        };
+        let mut st = Step::started(name, StepKind::Hook, &Self::time());
+        st.path = Some(path.display().to_string());
+        let idx = self.svc.with_journal(|j| j.step_started(self.phase, st.clone()));
+        self.svc.persist();
+        self.emit_step(&st);
+        tracing::info!(rna_component = "hooks", rna_phase = %self.phase, rna_hook = %name, runner = runner.name(), timeout_s = timeout.as_secs(), "hook started");
+        let phase = self.phase;
+        let id = self.id.clone();
+        let svc = self.svc.clone();
+        let run = self.run.clone();
+        let systemd_unit = matches!(runner, Runner::Systemd(_)).then(|| unit.clone());
+        let hook_name = name.to_string();
+        let mut on_event = move |e: HookEvent| match e {
+            HookEvent::Started(handle) => {
+                if let Some(i) = idx {
+                    svc.with_journal(|j| j.step_update(phase, i, |x| x.runner = Some(handle)));
+                    svc.persist();
+                }
+            }
+            HookEvent::Line(line) => {
+                match journald {
+                    Some(jd) => {
+                        let mut fields = vec![
+                            ("MESSAGE", line.as_str()),
+                            ("PRIORITY", "6"),
+                            ("SYSLOG_IDENTIFIER", hook_name.as_str()),
+                            ("RNA_PHASE", phase.name()),
+                            ("RNA_UPGRADE_ID", id.as_str()),
+                            ("RNA_HOOK", hook_name.as_str()),
+                        ];
+                        if let Some(u) = &systemd_unit {
+                            fields.push(("OBJECT_SYSTEMD_UNIT", u.as_str()));
+                        }
+                        jd.send(&fields);
+                    }
+                    None => tracing::info!(rna_component = "hooks", rna_phase = %phase, rna_hook = %hook_name, "{line}"),
+                }
+                run.emit(json!({"event": "output", "hook": hook_name, "line": line}), false);
+            }
+            HookEvent::Suppressed => {
+                let note = format!(
+                    "output over {} MiB: the rest is not forwarded; its last 64 KiB are kept in the upgrade record",
+                    hooks::FORWARD_BUDGET / (1024 * 1024)
+                );
+                tracing::warn!(rna_component = "hooks", rna_phase = %phase, rna_hook = %hook_name, "{note}");
+                run.emit(json!({"event": "output", "hook": hook_name, "line": format!("[rhel-node-agent: {note}]")}), false);
+            }
+        };
+        let outcome = hooks::run(runner, &spec, &mut on_event).await;
+        let desc = outcome.describe(timeout);
+        st.state = if outcome.ok() {
+            RunState::Succeeded
+        } else {
+            RunState::Failed
+        };
+        st.message = desc.clone();
+        st.exit_code = outcome.exit_code;
+        st.signal = outcome.signal;
+        st.timed_out = outcome.timed_out;
+        st.output_bytes = outcome.output_bytes;
+        st.output_tail = outcome.tail.clone();
+        st.finished_at = Some(Self::time());
+        st.runner = None;
+        if let Some(i) = idx {
+            let st2 = st.clone();
+            self.svc.with_journal(|j| j.step_update(self.phase, i, |x| *x = st2));
+        }
+        self.svc.persist();
+        self.emit_step(&st);
+        if outcome.ok() {
+            tracing::info!(rna_component = "hooks", rna_phase = %self.phase, rna_hook = %name, result = %desc, "hook succeeded");
+            Ok(())
+        } else {
+            tracing::error!(rna_component = "hooks", rna_phase = %self.phase, rna_hook = %name, result = %desc, "hook failed");
+            Err(format!("hook {name} failed: {desc}"))
+        }
+    }
+
+    async fn builtin(&self, b: Builtin) -> BuiltinOutcome {
+        let s = &self.s;
+        match b {
+            Builtin::FirewalldUpgradeState => {
+                let want = s.upgrade.firewalld_state.clone();
+                self.firewalld(&want, "upgrade.firewalld_state").await
+            }
+            Builtin::FirewalldSteadyState => {
+                let want = match s.firewalld.state.as_str() {
+                    "auto" if s.is_openshift_node() => "disabled".to_string(),
+                    "auto" => {
+                        return BuiltinOutcome::Skipped(
+                            "firewalld.state = auto on a node that is not OpenShift: unmanaged"
+                                .into(),
+                        )
+                    }
+                    "unmanaged" => {
+                        return BuiltinOutcome::Skipped("firewalld.state = unmanaged".into())
+                    }
+                    other => other.to_string(),
+                };
+                self.firewalld(&want, "firewalld.state").await
+            }
+            Builtin::Cordon | Builtin::Drain | Builtin::Uncordon => {
+                if s.kubernetes.kubeconfig.is_empty() {
+                    BuiltinOutcome::Skipped("no cluster configured".into())
+                } else {
+                    BuiltinOutcome::Failed(format!(
+                        "kubernetes.kubeconfig is set, but this build of rhel-node-agent cannot {} yet; set upgrade.builtin_cordon_drain = false and let Ansible do it",
+                        b.name()
+                    ))
+                }
+            }
+            Builtin::ReconcileMirrors => {
+                let (reply, rx) = oneshot::channel();
+                let req = ReconcileRequest {
+                    reply,
+                    release_held: true,
+                };
+                if self.svc.reconcile.send(req).await.is_err() {
+                    return BuiltinOutcome::Failed("the daemon is stopping".into());
+                }
+                match rx.await {
+                    Ok(v) => mirrors_outcome(&v),
+                    Err(_) => BuiltinOutcome::Failed("the daemon is stopping".into()),
+                }
+            }
+        }
+    }
+
+    async fn firewalld(&self, want: &str, key: &str) -> BuiltinOutcome {
+        let s = &self.s;
+        if !bus_allowed(s) {
+            return BuiltinOutcome::Skipped(format!(
+                "{key} = {want}, but under --root the agent never touches the host's firewalld"
+            ));
+        }
+        let conn = match systemd::connect(s.system_bus.as_deref()).await {
+            Ok(c) => c,
+            Err(e) => return BuiltinOutcome::Failed(format!("{key} = {want}: {e}")),
+        };
+        match systemd::set_unit_state(
+            &conn,
+            FIREWALLD_UNIT,
+            want == "enabled",
+            s.firewalld.mask,
+            Duration::from_secs(90),
+        )
+        .await
+        {
+            Ok(m) => BuiltinOutcome::Done(format!("{key} = {want}: {m}")),
+            Err(e) => BuiltinOutcome::Failed(format!("{key} = {want}: {e}")),
+        }
+    }
+}
+
+fn mirrors_outcome(v: &Value) -> BuiltinOutcome {
+    if v["ok"].as_bool() != Some(true) {
+        return BuiltinOutcome::Failed(v["error"].as_str().unwrap_or("reconcile failed").into());
+    }
+    if let Some(d) = v["differences"].as_array() {
+        return BuiltinOutcome::Skipped(format!(
+            "mirrors.mode is verify (another agent owns registries.conf); {} difference(s) reported",
+            d.len()
+        ));
+    }
+    if v["changed"].as_bool() == Some(true) {
+        let files = v["files"].as_array().map(|f| f.len()).unwrap_or(0);
+        BuiltinOutcome::Done(format!("mirror policies applied ({files} file(s) changed)"))
+    } else {
+        BuiltinOutcome::Done("mirror policies already applied".into())
+    }
+}
