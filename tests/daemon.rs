@@ -3,138 +3,14 @@
 //! configuration, SIGTERM stops it cleanly, and the CLI respects its ownership.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rhel-node-agent");
-
-const BASE: &str = "# admin\nunqualified-search-registries = [\"registry.access.redhat.com\"]\n";
+mod common;
+use common::*;
 const IDMS: &str = "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata: {name: d}\nspec:\n  imageDigestMirrors:\n  - source: quay.io/ns\n    mirrors: [mirror.local/ns]\n";
 const ITMS: &str = "apiVersion: config.openshift.io/v1\nkind: ImageTagMirrorSet\nmetadata: {name: t}\nspec:\n  imageTagMirrors:\n  - source: quay.io/tools\n    mirrors: [mirror.local/tools]\n";
-
-struct Daemon {
-    child: Child,
-    root: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start(extra_config: &str) -> Daemon {
-        Daemon::start_with(extra_config, None)
-    }
-
-    fn start_with(extra_config: &str, notify_socket: Option<&Path>) -> Daemon {
-        Daemon::start_env(extra_config, notify_socket, &[])
-    }
-
-    fn start_env(extra_config: &str, notify_socket: Option<&Path>, env: &[(&str, &str)]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        for d in [
-            "etc/containers/registries.conf.d",
-            "etc/rhel-node-agent/mirrors.d",
-            "etc/rhel-node-agent/config.d",
-        ] {
-            fs::create_dir_all(root.join(d)).unwrap();
-        }
-        fs::write(root.join("etc/containers/registries.conf"), BASE).unwrap();
-        fs::write(
-            root.join("etc/rhel-node-agent/config.d/50-test.toml"),
-            extra_config,
-        )
-        .unwrap();
-        let mut cmd = Command::new(BIN);
-        if let Some(n) = notify_socket {
-            cmd.env("NOTIFY_SOCKET", n);
-        }
-        cmd.envs(env.iter().copied());
-        let child = cmd
-            .args(["--root"])
-            .arg(&root)
-            .args(["daemon", "--debounce", "50ms", "-v"])
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.path().join("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
-            root,
-            _dir: dir,
-        };
-        d.wait_for(
-            || d.root.join("run/rhel-node-agent/control.sock").exists(),
-            "the control socket",
-        );
-        // The socket answers from the start ("pending"); wait for the first reconcile.
-        d.wait_for(
-            || d.status()["mirrors"]["state"] != "pending",
-            "the first reconcile",
-        );
-        d
-    }
-
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let out = self.cli(&["status", "-o", "json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn conf(&self) -> String {
-        fs::read_to_string(self.root.join("etc/containers/registries.conf")).unwrap()
-    }
-
-    fn policy(&self, name: &str) -> PathBuf {
-        self.root.join("etc/rhel-node-agent/mirrors.d").join(name)
-    }
-
-    fn wait_for(&self, mut cond: impl FnMut() -> bool, what: &str) {
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
-            if cond() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let log =
-            fs::read_to_string(self.root.parent().unwrap().join("daemon.log")).unwrap_or_default();
-        let status = self.cli(&["status", "-o", "json"]);
-        panic!(
-            "timed out waiting for {what}\nstatus: {}\nlog:\n{log}",
-            String::from_utf8_lossy(&status.stdout)
-        );
-    }
-
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp-write");
-    fs::write(&tmp, text).unwrap();
-    fs::rename(&tmp, path).unwrap();
-}
 
 #[test]
 fn daemon_applies_policy_changes_and_reports_errors() {

@@ -17,9 +17,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
 

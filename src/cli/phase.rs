@@ -252,7 +252,10 @@ fn print_event(v: &Value) {
             };
             let msg = v["message"].as_str().unwrap_or("");
             if msg.is_empty() {
-                println!("{phase}: {kind} {}: {word}", v["name"].as_str().unwrap_or(""));
+                println!(
+                    "{phase}: {kind} {}: {word}",
+                    v["name"].as_str().unwrap_or("")
+                );
             } else {
                 println!(
                     "{phase}: {kind} {}: {word}: {msg}",
@@ -265,14 +268,16 @@ fn print_event(v: &Value) {
             v["hook"].as_str().unwrap_or(""),
             v["line"].as_str().unwrap_or("")
         ),
-        "lagged" => println!("  … {} progress event(s) dropped (slow reader)", v["dropped"]),
+        "lagged" => println!(
+            "  … {} progress event(s) dropped (slow reader)",
+            v["dropped"]
+        ),
         "result" => {
             let outcome = v["outcome"].as_str().unwrap_or("?");
             match outcome {
-                "succeeded" | "already-done" => println!(
-                    "{phase}: {}",
-                    v["message"].as_str().unwrap_or(outcome)
-                ),
+                "succeeded" | "already-done" => {
+                    println!("{phase}: {}", v["message"].as_str().unwrap_or(outcome))
+                }
                 // Failures go to stderr as `error: …` from the exit path.
                 _ => {}
             }
@@ -286,7 +291,12 @@ pub fn upgrade(cmd: &UpgradeCommand, g: &Global) -> Result<Exit, CliError> {
     let socket = socket_of(g);
     match cmd {
         UpgradeCommand::Status => {
-            let v = match super::daemon::request(&socket, "GET", "/v1/upgrade", Duration::from_secs(10)) {
+            let v = match super::daemon::request(
+                &socket,
+                "GET",
+                "/v1/upgrade",
+                Duration::from_secs(10),
+            ) {
                 Ok((200, v)) => v,
                 Ok((code, v)) => return Err(super::daemon::refused_or_failed(code, &v)),
                 Err(e) if e.exit == Exit::Unreachable => offline_status(g, &e.message)?,
@@ -335,8 +345,10 @@ fn offline_status(g: &Global, why: &str) -> Result<Value, CliError> {
     let path = crate::runtime::phases::journal_path(&s.state_dir);
     let j = crate::runtime::phases::load_journal(&path).map_err(CliError::failed)?;
     eprintln!("warning: {why}; showing {} as last written", path.display());
-    Ok(json!({"schema": 1, "offline": true, "boot_id": crate::runtime::phases::boot_id(&s.root),
-              "running": null, "open": j.open, "closed": j.closed, "journal_error": null}))
+    Ok(
+        json!({"schema": 1, "offline": true, "boot_id": crate::runtime::phases::boot_id(&s.root),
+              "running": null, "open": j.open, "closed": j.closed, "journal_error": null}),
+    )
 }
 
 /// `upgrade reset` with no daemon running: edit the journal directly.
@@ -377,10 +389,7 @@ fn print_record(r: &Value, current_boot: &str) {
             .unwrap_or("not given"),
         r["opened_at"].as_str().unwrap_or("?"),
         match r["closed_at"].as_str() {
-            Some(t) => format!(
-                ", closed {t} by {}",
-                r["closed_by"].as_str().unwrap_or("?")
-            ),
+            Some(t) => format!(", closed {t} by {}", r["closed_by"].as_str().unwrap_or("?")),
             None => String::new(),
         }
     );
@@ -399,7 +408,10 @@ fn print_record(r: &Value, current_boot: &str) {
         })
         .collect();
     if boots.len() > 1 {
-        println!("  boots: {} — the node rebooted during this upgrade", boots.join(" → "));
+        println!(
+            "  boots: {} — the node rebooted during this upgrade",
+            boots.join(" → ")
+        );
     } else if let Some(b) = boots.first() {
         println!("  boot:  {b}");
     }

@@ -433,7 +433,12 @@ fn write_pid_file(lock: &afs::FileLock, s: &Settings) -> Result<(), DaemonError>
 
 /// Make newly loaded settings visible outside the loop: the pid file's list of managed files (the
 /// CLI's ownership check) and the socket's read group.
-fn adopt(s: &Settings, pid_lock: &afs::FileLock, read_group: &Mutex<String>, shared: &Mutex<Settings>) {
+fn adopt(
+    s: &Settings,
+    pid_lock: &afs::FileLock,
+    read_group: &Mutex<String>,
+    shared: &Mutex<Settings>,
+) {
     *shared.lock().unwrap_or_else(|p| p.into_inner()) = s.clone();
     if let Err(e) = write_pid_file(pid_lock, s) {
         tracing::warn!(rna_component = "daemon", error = %e, "cannot update the pid file");

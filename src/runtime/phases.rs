@@ -28,8 +28,11 @@ use crate::core::phases::{
 /// Version of the JSON context hooks read on stdin (docs/hooks.md).
 pub const CONTEXT_SCHEMA: u32 = 1;
 
-/// Progress events kept for clients that attach to a running phase.
+/// Progress events (steps) kept for clients that attach to a running phase.
 const REPLAY_EVENTS: usize = 400;
+
+/// Output lines kept for clients that attach to a running phase (the most recent ones).
+const REPLAY_OUTPUT: usize = 100;
 
 /// The unit whose state `upgrade.firewalld_state` and `firewalld.state` set.
 const FIREWALLD_UNIT: &str = "firewalld.service";
@@ -102,6 +105,7 @@ pub struct RunningPhase {
     /// Which record.
     pub id: String,
     log: Mutex<VecDeque<(u64, Value)>>,
+    output: Mutex<VecDeque<(u64, Value)>>,
     seq: Mutex<u64>,
     tx: broadcast::Sender<(u64, Value)>,
     done: watch::Sender<Option<Value>>,
@@ -113,24 +117,43 @@ impl RunningPhase {
             phase,
             id: id.to_string(),
             log: Mutex::new(VecDeque::new()),
+            output: Mutex::new(VecDeque::new()),
             seq: Mutex::new(0),
             tx: broadcast::channel(1024).0,
             done: watch::channel(None).0,
         })
     }
 
-    /// Send an event to attached clients; `keep` = also replay it to clients that attach later.
-    fn emit(&self, event: Value, keep: bool) {
+    /// Send an event to attached clients, and keep it for clients that attach later (every step
+    /// event up to [`REPLAY_EVENTS`]; of the output, the last [`REPLAY_OUTPUT`] lines).
+    fn emit(&self, event: Value, is_output: bool) {
         let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
         *seq += 1;
-        if keep {
-            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-            if log.len() == REPLAY_EVENTS {
-                log.pop_front();
-            }
-            log.push_back((*seq, event.clone()));
+        let (kept, cap) = if is_output {
+            (&self.output, REPLAY_OUTPUT)
+        } else {
+            (&self.log, REPLAY_EVENTS)
+        };
+        let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() == cap {
+            kept.pop_front();
         }
+        kept.push_back((*seq, event.clone()));
         let _ = self.tx.send((*seq, event));
+    }
+
+    /// What a newly attached client is shown first: the kept events in their original order.
+    fn replay(&self) -> Vec<(u64, Value)> {
+        let mut all: Vec<(u64, Value)> = self
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .chain(self.output.lock().unwrap_or_else(|p| p.into_inner()).iter())
+            .cloned()
+            .collect();
+        all.sort_by_key(|(seq, _)| *seq);
+        all
     }
 }
 
@@ -213,7 +236,10 @@ impl PhaseService {
     }
 
     fn broken(&self) -> Option<String> {
-        self.broken.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn with_journal<T>(&self, f: impl FnOnce(&mut PhaseJournal) -> T) -> T {
@@ -223,7 +249,11 @@ impl PhaseService {
 
     /// Write the journal; a failure is logged (the phase goes on; the next write retries).
     fn persist(&self) {
-        let j = self.journal.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let j = self
+            .journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Err(e) = save_journal(&self.path, &j) {
             tracing::error!(rna_component = "phases", error = %e, "cannot write the upgrade journal");
         }
@@ -251,7 +281,11 @@ impl PhaseService {
 
     /// The journal and what is running, for `upgrade status`.
     pub fn status_json(&self) -> Value {
-        let j = self.journal.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let j = self
+            .journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let running = self
             .running
             .lock()
@@ -269,7 +303,10 @@ impl PhaseService {
     }
 
     fn settings(&self) -> Settings {
-        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// `upgrade reset`: close the open record. `Err((refused, message))`.
@@ -379,7 +416,7 @@ impl PhaseService {
             json!({"event": "started", "phase": phase, "upgrade_id": id, "attempt": attempt,
                    "opened": opened, "boot_id": now.boot_id, "reboot_detected": reboot,
                    "node": node_name(&s)}),
-            true,
+            false,
         );
         tracing::info!(rna_component = "phases", rna_phase = %phase, upgrade_id = %id, attempt, reboot_detected = reboot, "phase started");
         attach(run.clone(), tx);
@@ -415,7 +452,7 @@ impl PhaseService {
                 &message,
             );
             *svc.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            run.emit(result.clone(), true);
+            run.emit(result.clone(), false);
             let _ = run.done.send(Some(result));
         });
         rx
@@ -426,13 +463,7 @@ impl PhaseService {
 /// result. The client may go away at any time; the phase does not notice.
 fn attach(run: Arc<RunningPhase>, tx: mpsc::Sender<Value>) {
     let mut live = run.tx.subscribe();
-    let replay: Vec<(u64, Value)> = run
-        .log
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .cloned()
-        .collect();
+    let replay = run.replay();
     let mut done = run.done.subscribe();
     tokio::spawn(async move {
         let mut last = 0;
@@ -502,18 +533,9 @@ fn summary(j: &PhaseJournal) -> String {
     if let Some((p, a)) = r.running() {
         return format!("upgrade {}: {p} running (attempt {})", r.id, a.number);
     }
-    let last = r
-        .phases
-        .iter()
-        .rev()
-        .find(|p| p.state != RunState::Pending);
+    let last = r.phases.iter().rev().find(|p| p.state != RunState::Pending);
     match last {
-        Some(p) => format!(
-            "upgrade {}: {} {}",
-            r.id,
-            p.phase,
-            p.state.word()
-        ),
+        Some(p) => format!("upgrade {}: {} {}", r.id, p.phase, p.state.word()),
         None => format!("upgrade {} open", r.id),
     }
 }
@@ -558,7 +580,7 @@ impl PhaseCtx {
         self.run.emit(
             json!({"event": "step", "phase": self.phase, "name": step.name, "kind": step.kind,
                    "state": step.state, "message": step.message, "exit_code": step.exit_code}),
-            true,
+            false,
         );
     }
 
@@ -577,7 +599,9 @@ impl PhaseCtx {
                 }
                 PlannedStep::Builtin(b) => {
                     let mut st = phases::builtin_step(b, &Self::time());
-                    let idx = self.svc.with_journal(|j| j.step_started(self.phase, st.clone()));
+                    let idx = self
+                        .svc
+                        .with_journal(|j| j.step_started(self.phase, st.clone()));
                     self.svc.persist();
                     self.emit_step(&st);
                     let outcome = self.builtin(b).await;
@@ -591,7 +615,8 @@ impl PhaseCtx {
                     st.finished_at = Some(Self::time());
                     if let Some(i) = idx {
                         let st2 = st.clone();
-                        self.svc.with_journal(|j| j.step_update(self.phase, i, |x| *x = st2));
+                        self.svc
+                            .with_journal(|j| j.step_update(self.phase, i, |x| *x = st2));
                     }
                     self.svc.persist();
                     self.emit_step(&st);
@@ -640,7 +665,8 @@ impl PhaseCtx {
                     st.message = format!("refused: {reason}");
                     st.path = Some(path.display().to_string());
                     st.finished_at = Some(t);
-                    self.svc.with_journal(|j| j.step_started(self.phase, st.clone()));
+                    self.svc
+                        .with_journal(|j| j.step_started(self.phase, st.clone()));
                     self.emit_step(&st);
                     refused.push(format!("{} ({reason})", path.display()));
                 }
@@ -736,7 +762,10 @@ impl PhaseCtx {
             name: name.to_string(),
             path: path.to_path_buf(),
             env: vec![
-                ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+                (
+                    "PATH".into(),
+                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                ),
                 ("LANG".into(), "C.UTF-8".into()),
                 ("RNA_PHASE".into(), self.phase.name().into()),
                 ("RNA_NODE".into(), node),
@@ -751,7 +780,9 @@ impl PhaseCtx {
         };
         let mut st = Step::started(name, StepKind::Hook, &Self::time());
         st.path = Some(path.display().to_string());
-        let idx = self.svc.with_journal(|j| j.step_started(self.phase, st.clone()));
+        let idx = self
+            .svc
+            .with_journal(|j| j.step_started(self.phase, st.clone()));
         self.svc.persist();
         self.emit_step(&st);
         tracing::info!(rna_component = "hooks", rna_phase = %self.phase, rna_hook = %name, runner = runner.name(), timeout_s = timeout.as_secs(), "hook started");
@@ -784,9 +815,14 @@ impl PhaseCtx {
                         }
                         jd.send(&fields);
                     }
-                    None => tracing::info!(rna_component = "hooks", rna_phase = %phase, rna_hook = %hook_name, "{line}"),
+                    None => {
+                        tracing::info!(rna_component = "hooks", rna_phase = %phase, rna_hook = %hook_name, "{line}")
+                    }
                 }
-                run.emit(json!({"event": "output", "hook": hook_name, "line": line}), false);
+                run.emit(
+                    json!({"event": "output", "hook": hook_name, "line": line}),
+                    true,
+                );
             }
             HookEvent::Suppressed => {
                 let note = format!(
@@ -794,7 +830,7 @@ impl PhaseCtx {
                     hooks::FORWARD_BUDGET / (1024 * 1024)
                 );
                 tracing::warn!(rna_component = "hooks", rna_phase = %phase, rna_hook = %hook_name, "{note}");
-                run.emit(json!({"event": "output", "hook": hook_name, "line": format!("[rhel-node-agent: {note}]")}), false);
+                run.emit(json!({"event": "output", "hook": hook_name, "line": format!("[rhel-node-agent: {note}]")}), true);
             }
         };
         let outcome = hooks::run(runner, &spec, &mut on_event).await;
@@ -814,7 +850,8 @@ impl PhaseCtx {
         st.runner = None;
         if let Some(i) = idx {
             let st2 = st.clone();
-            self.svc.with_journal(|j| j.step_update(self.phase, i, |x| *x = st2));
+            self.svc
+                .with_journal(|j| j.step_update(self.phase, i, |x| *x = st2));
         }
         self.svc.persist();
         self.emit_step(&st);
