@@ -595,7 +595,7 @@ async fn run_transient(
     // Wait for the start job before looking at the unit's state: until it has run, the unit
     // reads as "inactive", which would look like a hook that already ended.
     let started = async {
-        manager.subscribe().await?;
+        crate::adapters::systemd::subscribe(&manager).await?;
         let mut removed = manager.receive_job_removed().await?;
         let job = manager
             .start_transient_unit(unit.clone(), "fail".into(), props, vec![])
@@ -729,8 +729,11 @@ async fn read_result(conn: &zbus::Connection, unit: &str, outcome: &mut HookOutc
 
 /// Stop a hook's transient unit (ending every process in its cgroup) and forget it.
 pub async fn stop_unit(conn: &zbus::Connection, unit: &str) {
+    if let Err(e) = crate::adapters::systemd::stop_unit(conn, unit, KILL_GRACE * 3).await {
+        tracing::warn!(rna_component = "hooks", unit, error = %e, "cannot stop the hook's unit");
+    }
     if let Ok(manager) = ManagerProxy::new(conn).await {
-        let _ = crate::adapters::systemd::stop_unit(conn, unit, KILL_GRACE * 3).await;
+        // Only a failed unit stays loaded after the stop; a missing one is fine.
         let _ = manager.reset_failed_unit(unit.to_string()).await;
     }
 }

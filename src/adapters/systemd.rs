@@ -308,6 +308,19 @@ pub async fn set_unit_state(
     Ok(format!("{unit}: {}", done.join(", ")))
 }
 
+/// `Subscribe()` to the manager's signals; a connection that already did is fine (systemd answers
+/// a second call with `AlreadySubscribed`).
+pub async fn subscribe(manager: &ManagerProxy<'_>) -> zbus::Result<()> {
+    match manager.subscribe().await {
+        Err(zbus::Error::MethodError(name, _, _))
+            if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
 /// Queue a job with `queue` and wait for its `JobRemoved`; returns the job result (`done`,
 /// `failed`, …). Subscribes and listens before queueing, so the signal cannot be missed.
 async fn run_job<'m, F, Fut>(
@@ -321,7 +334,7 @@ where
     F: FnOnce(&'m ManagerProxy<'m>) -> Fut,
     Fut: std::future::Future<Output = zbus::Result<zbus::OwnedObjectPath>>,
 {
-    manager.subscribe().await.map_err(call(unit, "Subscribe"))?;
+    subscribe(manager).await.map_err(call(unit, "Subscribe"))?;
     let mut removed = manager
         .receive_job_removed()
         .await
