@@ -354,6 +354,12 @@ fn demo_runs_unprivileged_in_a_directory() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("updated (9 sources"), "{stdout}");
     assert!(stdout.contains("unchanged"), "{stdout}");
+    // Part two: an upgrade through the daemon, with the example hooks and a simulated reboot.
+    assert!(stdout.contains("post-upgrade succeeded"), "{stdout}");
+    assert!(
+        stdout.contains("the node rebooted during this upgrade"),
+        "{stdout}"
+    );
     assert!(
         fs::read_to_string(dir.path().join("etc/containers/registries.conf"))
             .unwrap()

@@ -18,6 +18,7 @@
 # there under --root) and restarts the daemon 2 s later, so pre_uncordon waits for it
 # (--wait-daemon) as it would after a real reboot.
 set -euo pipefail
+# shellcheck disable=SC2317  # (functions called indirectly: traps, check)
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -42,13 +43,13 @@ PIDFILE=$W/daemon.pid   # the current daemon's pid (rewritten by the "reboot" st
 
 # Stop the daemon whose pid is in $PIDFILE, if it is still ours (an agent with our --root).
 stop_daemon() {
-  local pid i
+  local pid
   pid=$(cat "$PIDFILE" 2>/dev/null || true)
   [ -n "$pid" ] || return 0
   # (the agent, or the `sh` that execs it after the "reboot": both have $ROOT in their argv)
   if grep -qF -- "$ROOT" "/proc/$pid/cmdline" 2>/dev/null; then
     kill "$pid" 2>/dev/null || true
-    for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
     kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$PIDFILE"
@@ -189,7 +190,10 @@ hooklog() { cut -d' ' -f"$1" "$HOOKLOG" | paste -sd' ' -; }
 task_status() {  # task_status 'TASK NAME': the first status word after that task's header
   awk -v t="TASK [$1]" 'index($0, t) == 1 { getline; while ($0 == "") getline; sub(/:.*/, ""); print; exit }' "$OUT"
 }
-status() { "$BIN" --root "$ROOT" upgrade status -o json >"$W/status.json"; }
+status() {  # (a failing `upgrade status` leaves a document on which every js check fails)
+  "$BIN" --root "$ROOT" upgrade status -o json >"$W/status.json" 2>"$W/status.err" ||
+    { echo "# upgrade status failed: $(head -c 300 "$W/status.err")"; echo '{}' >"$W/status.json"; }
+}
 # js EXPR: a Python expression over d (the `upgrade status -o json` document) and
 # rec(id) (the record with that id, open or closed); exit 0 when truthy.
 js() {
@@ -200,7 +204,12 @@ def rec(i):
     return next((r for r in ([d["open"]] if d["open"] else []) + d["closed"] if r["id"] == i), None)
 def ph(r, name):
     return next(p for p in r["phases"] if p["phase"] == name)
-sys.exit(0 if eval("(" + sys.argv[2] + ")") else 1)
+try:
+    ok = eval("(" + sys.argv[2] + ")")
+except Exception as e:
+    print(f"    check error: {e!r}", file=sys.stderr)
+    ok = False
+sys.exit(0 if ok else 1)
 PY
 }
 case_failed() { show "$OUT" 60; show "$HOOKLOG"; show "$W/daemon.log" 20; python3 -m json.tool "$W/status.json" | head -60 | sed 's/^/    | /' || true; }
