@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # functions called indirectly (traps, check) are reachable
 # The openshift-ansible hook files (packaging/ansible/*.yml) run by real ansible-playbook against a
 # real daemon: a local play that mimics openshift-ansible's playbooks/upgrade.yml (serial: 1;
 # pre_cordon hook, cordon, drain, pre_upgrade hook, packages + reboot, pre_uncordon hook,
@@ -18,7 +19,6 @@
 # there under --root) and restarts the daemon 2 s later, so pre_uncordon waits for it
 # (--wait-daemon) as it would after a real reboot.
 set -euo pipefail
-# shellcheck disable=SC2317  # (functions called indirectly: traps, check)
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
