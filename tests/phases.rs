@@ -723,3 +723,36 @@ fn the_journal_of_a_newer_agent_is_refused_not_overwritten() {
         .unwrap()
         .contains("journal unusable"));
 }
+
+#[test]
+fn stopping_the_daemon_mid_hook_ends_the_hook_and_records_the_interruption() {
+    let d = Daemon::start("");
+    let pids = scratch(&d, "pids");
+    hook(&hook_dir(&d, "pre-cordon"), "10-slow", &tree_hook(&pids));
+    let client = Command::new(BIN)
+        .arg("--root")
+        .arg(&d.root)
+        .args(["phase", "run", "pre-cordon"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(|| pids_in(&pids).len() == 3, 10, "the hook tree to start");
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let out = client.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let p = pids_in(&pids);
+    wait_until(
+        || p.iter().all(|&x| !pid_alive(x)),
+        10,
+        "the hook's tree to be gone",
+    );
+    // The journal on disk says what happened (the daemon is gone: read it offline).
+    let o = d.cli(&["upgrade", "status", "-o", "json"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let st: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["offline"], true);
+    let pc = phase_rec(&st["open"], "pre-cordon");
+    assert_eq!(pc["state"], "interrupted", "{st}");
+    assert_eq!(pc["attempts"][0]["steps"][0]["state"], "interrupted");
+}

@@ -656,6 +656,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }
         sdnotify::stopping();
         tracing::info!(rna_component = "daemon", "rhel-node-agent daemon stopping");
+        phase_svc.shutdown().await;
         let _ = stop_tx.send(true);
         let _ = server.await;
         if let Some(m) = metrics_server {

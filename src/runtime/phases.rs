@@ -166,6 +166,8 @@ pub struct PhaseService {
     running: Mutex<Option<Arc<RunningPhase>>>,
     settings: Arc<Mutex<Settings>>,
     reconcile: mpsc::Sender<ReconcileRequest>,
+    /// The task running the current phase.
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The daemon status whose `phase` line this service keeps current (and sends as `STATUS=`).
     status: Arc<Mutex<super::status::DaemonStatus>>,
 }
@@ -201,6 +203,7 @@ impl PhaseService {
             running: Mutex::new(None),
             settings,
             reconcile,
+            task: Mutex::new(None),
             status,
         });
         svc.recover(&s).await;
@@ -232,7 +235,7 @@ impl PhaseService {
             };
             tracing::warn!(rna_component = "phases", rna_phase = %phase, step = %step.name, cleanup = %what, "phase step was interrupted");
         }
-        self.persist();
+        let _ = self.persist();
     }
 
     fn broken(&self) -> Option<String> {
@@ -247,17 +250,35 @@ impl PhaseService {
         f(&mut j)
     }
 
-    /// Write the journal; a failure is logged (the phase goes on; the next write retries).
-    fn persist(&self) {
+    /// Write the journal. During a phase a failure is logged and the phase goes on (the next
+    /// write retries); a phase does not start unless its start was written.
+    fn persist(&self) -> Result<(), String> {
         let j = self
             .journal
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if let Err(e) = save_journal(&self.path, &j) {
+        let r = save_journal(&self.path, &j);
+        if let Err(e) = &r {
             tracing::error!(rna_component = "phases", error = %e, "cannot write the upgrade journal");
         }
         self.refresh_summary();
+        r
+    }
+
+    /// The daemon is stopping: a running phase ends as interrupted, and what is left of its hook
+    /// (a transient unit or a process group) is stopped, so nothing runs unrecorded.
+    pub async fn shutdown(&self) {
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(task) = task else { return };
+        if task.is_finished() {
+            return;
+        }
+        task.abort();
+        let _ = task.await;
+        let s = self.settings();
+        self.recover(&s).await;
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     fn refresh_summary(&self) {
@@ -329,7 +350,7 @@ impl PhaseService {
         let closed = self.with_journal(|j| j.reset(&now))?;
         if let Some(id) = &closed {
             tracing::warn!(rna_component = "phases", upgrade_id = %id, "upgrade record closed by reset");
-            self.persist();
+            self.persist()?;
         }
         Ok(closed)
     }
@@ -408,7 +429,23 @@ impl PhaseService {
             }
         };
         let Some(phase) = phase else { return rx };
-        self.persist();
+        if let Err(e) = self.persist() {
+            // Not recorded, not run: put the journal back as it is on disk.
+            if let Ok(j) = load_journal(&self.path) {
+                *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = j;
+            }
+            answer(
+                &tx,
+                result_event(
+                    Some(phase),
+                    &id,
+                    "failed",
+                    1,
+                    &format!("the phase was not started: cannot record it: {e}"),
+                ),
+            );
+            return rx;
+        }
         let run = RunningPhase::new(phase, &id);
         *running = Some(run.clone());
         drop(running);
@@ -421,7 +458,7 @@ impl PhaseService {
         tracing::info!(rna_component = "phases", rna_phase = %phase, upgrade_id = %id, attempt, reboot_detected = reboot, "phase started");
         attach(run.clone(), tx);
         let svc = self.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let ctx = PhaseCtx {
                 svc: svc.clone(),
                 run: run.clone(),
@@ -438,7 +475,7 @@ impl PhaseService {
             };
             let time = rfc3339(SystemTime::now());
             svc.with_journal(|j| j.finish(phase, ok, &message, &time));
-            svc.persist();
+            let _ = svc.persist();
             if ok {
                 tracing::info!(rna_component = "phases", rna_phase = %phase, upgrade_id = %id, attempt, "phase succeeded");
             } else {
@@ -455,6 +492,7 @@ impl PhaseService {
             run.emit(result.clone(), false);
             let _ = run.done.send(Some(result));
         });
+        *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         rx
     }
 }
@@ -602,7 +640,7 @@ impl PhaseCtx {
                     let idx = self
                         .svc
                         .with_journal(|j| j.step_started(self.phase, st.clone()));
-                    self.svc.persist();
+                    let _ = self.svc.persist();
                     self.emit_step(&st);
                     let outcome = self.builtin(b).await;
                     let (state, msg) = match &outcome {
@@ -618,7 +656,7 @@ impl PhaseCtx {
                         self.svc
                             .with_journal(|j| j.step_update(self.phase, i, |x| *x = st2));
                     }
-                    self.svc.persist();
+                    let _ = self.svc.persist();
                     self.emit_step(&st);
                     let level_msg = format!("{}: {}", b.name(), msg);
                     match outcome {
@@ -673,7 +711,7 @@ impl PhaseCtx {
                 Found::Run { .. } => {}
             }
         }
-        self.svc.persist();
+        let _ = self.svc.persist();
         if !refused.is_empty() {
             return Err(format!(
                 "hook file(s) refused, no hook was run: {}",
@@ -783,7 +821,7 @@ impl PhaseCtx {
         let idx = self
             .svc
             .with_journal(|j| j.step_started(self.phase, st.clone()));
-        self.svc.persist();
+        let _ = self.svc.persist();
         self.emit_step(&st);
         tracing::info!(rna_component = "hooks", rna_phase = %self.phase, rna_hook = %name, runner = runner.name(), timeout_s = timeout.as_secs(), "hook started");
         let phase = self.phase;
@@ -796,7 +834,7 @@ impl PhaseCtx {
             HookEvent::Started(handle) => {
                 if let Some(i) = idx {
                     svc.with_journal(|j| j.step_update(phase, i, |x| x.runner = Some(handle)));
-                    svc.persist();
+                    let _ = svc.persist();
                 }
             }
             HookEvent::Line(line) => {
@@ -853,7 +891,7 @@ impl PhaseCtx {
             self.svc
                 .with_journal(|j| j.step_update(self.phase, i, |x| *x = st2));
         }
-        self.svc.persist();
+        let _ = self.svc.persist();
         self.emit_step(&st);
         if outcome.ok() {
             tracing::info!(rna_component = "hooks", rna_phase = %self.phase, rna_hook = %name, result = %desc, "hook succeeded");
