@@ -507,7 +507,8 @@ fn attach(run: Arc<RunningPhase>, tx: mpsc::Sender<Value>) {
         let mut last = 0;
         for (seq, v) in replay {
             last = seq;
-            if tx.send(v).await.is_err() {
+            let end = v["event"] == "result";
+            if tx.send(v).await.is_err() || end {
                 return;
             }
         }
@@ -527,8 +528,12 @@ fn attach(run: Arc<RunningPhase>, tx: mpsc::Sender<Value>) {
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                _ = done.changed() => {
+                changed = done.changed() => {
                     let result = done.borrow().clone();
+                    if changed.is_err() && result.is_none() {
+                        // The phase task is gone without a result (the daemon is stopping).
+                        return;
+                    }
                     if let Some(r) = result {
                         // Drain what is still queued, then the result (once).
                         while let Ok((seq, v)) = live.try_recv() {
