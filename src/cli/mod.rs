@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod demo;
+pub mod firewall;
 pub mod mirrors;
 pub mod phase;
 
@@ -149,6 +150,9 @@ pub enum Command {
     /// Show or reset the upgrade record.
     #[command(subcommand)]
     Upgrade(phase::UpgradeCommand),
+    /// Show or apply firewalld's declared state (over D-Bus).
+    #[command(subcommand)]
+    Firewall(firewall::FirewallCommand),
 }
 
 /// Run a parsed command line; returns the exit code.
@@ -162,6 +166,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Config(c) => daemon::config(c, &cli.global),
         Command::Phase(c) => phase::run(c, &cli.global),
         Command::Upgrade(c) => phase::upgrade(c, &cli.global),
+        Command::Firewall(c) => firewall::run(c, &cli.global),
     };
     match result {
         Ok(code) => code,

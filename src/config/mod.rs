@@ -208,13 +208,21 @@ pub struct UpgradeSettings {
     pub reconcile_mirrors_at: Option<crate::core::phases::Phase>,
 }
 
-/// `[firewalld]` settings (the unit state; zones arrive with the firewalld component).
+/// `[firewalld]` settings.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FirewalldSettings {
     /// auto | unmanaged | disabled | enabled.
     pub state: String,
     /// Mask the unit when disabled.
     pub mask: bool,
+    /// Remove settings found in a declared zone that are not declared.
+    pub prune: bool,
+    /// Allow `enabled` on an OpenShift node.
+    pub allow_on_openshift: bool,
+    /// The default zone to set (empty: leave it).
+    pub default_zone: String,
+    /// `[[firewalld.zone]]`, validated.
+    pub zones: Vec<crate::core::firewall::ZoneDecl>,
 }
 
 /// `[kubernetes]` settings used so far.
@@ -271,6 +279,65 @@ mod duration_text {
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{}s", d.as_secs()))
+    }
+}
+
+/// `[[firewalld.zone]]` → validated declarations; an error names the key (`firewalld.zone[1].ports[0]`).
+fn zone_decls(
+    zones: &[ZoneFrag],
+) -> Result<Vec<crate::core::firewall::ZoneDecl>, (String, String)> {
+    use crate::core::firewall::{check_name, check_source, ZoneDecl};
+    let mut out: Vec<ZoneDecl> = Vec::new();
+    for (i, z) in zones.iter().enumerate() {
+        let key = |f: &str| format!("firewalld.zone[{i}].{f}");
+        let name = z.name.clone().ok_or_else(|| {
+            (
+                key("name"),
+                "every [[firewalld.zone]] needs a name".to_string(),
+            )
+        })?;
+        check_name("zone", &name, 64).map_err(|e| (key("name"), e))?;
+        if out.iter().any(|o| o.name == name) {
+            return Err((key("name"), format!("zone {name:?} is declared twice")));
+        }
+        let mut d = ZoneDecl {
+            name,
+            ..ZoneDecl::default()
+        };
+        for (j, p) in z.ports.iter().flatten().enumerate() {
+            d.ports.push(
+                p.parse()
+                    .map_err(|e| (format!("{}[{j}]", key("ports")), e))?,
+            );
+        }
+        for (j, v) in z.services.iter().flatten().enumerate() {
+            check_name("service", v, 64).map_err(|e| (format!("{}[{j}]", key("services")), e))?;
+            d.services.push(v.clone());
+        }
+        for (j, v) in z.sources.iter().flatten().enumerate() {
+            check_source(v).map_err(|e| (format!("{}[{j}]", key("sources")), e))?;
+            d.sources.push(v.clone());
+        }
+        for (j, v) in z.interfaces.iter().flatten().enumerate() {
+            if v.len() > 15 || v.contains('/') || v.chars().any(char::is_whitespace) || v.is_empty()
+            {
+                return Err((
+                    format!("{}[{j}]", key("interfaces")),
+                    format!("{v:?} is not an interface name (1-15 characters, no '/' or spaces)"),
+                ));
+            }
+            d.interfaces.push(v.clone());
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+fn invalid_at(file: &str, key: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_string(),
+        key: key.to_string(),
+        message,
     }
 }
 
@@ -657,7 +724,7 @@ impl Settings {
                 macro_rules! take {
                     ($($k:ident),*) => { $( if let Some(v) = &x.$k { fw.$k = Some(v.clone()); origin(concat!("firewalld.", stringify!($k)), file); } )* };
                 }
-                take!(state, mask);
+                take!(state, mask, prune, allow_on_openshift, default_zone, zone);
             }
             if let Some(x) = &f.kubernetes {
                 if let Some(v) = &x.kubeconfig {
@@ -768,6 +835,23 @@ impl Settings {
         if let Some(v) = fw.mask {
             s.firewalld.mask = v;
         }
+        if let Some(v) = fw.prune {
+            s.firewalld.prune = v;
+        }
+        if let Some(v) = fw.allow_on_openshift {
+            s.firewalld.allow_on_openshift = v;
+        }
+        if let Some(v) = fw.default_zone {
+            if !v.is_empty() {
+                crate::core::firewall::check_name("zone", &v, 64)
+                    .map_err(|e| invalid("firewalld.default_zone", e))?;
+            }
+            s.firewalld.default_zone = v;
+        }
+        if let Some(zones) = fw.zone {
+            s.firewalld.zones = zone_decls(&zones)
+                .map_err(|(k, e)| invalid_at(&file_of("firewalld.zone"), &k, e))?;
+        }
         if let Some(v) = kube.kubeconfig {
             s.kubernetes.kubeconfig = if v.is_empty() {
                 v
@@ -862,6 +946,10 @@ impl Settings {
             firewalld: FirewalldSettings {
                 state: "auto".into(),
                 mask: false,
+                prune: false,
+                allow_on_openshift: false,
+                default_zone: String::new(),
+                zones: Vec::new(),
             },
             kubernetes: KubernetesSettings {
                 kubeconfig: String::new(),

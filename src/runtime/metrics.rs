@@ -52,6 +52,8 @@ pub struct Metrics {
     pub unit_reloads: Family<ReloadLabels, Counter>,
     /// `WATCHDOG=1` pings sent.
     pub watchdog_pings: Counter,
+    /// firewalld drifts restored (someone changed the unit or a declared zone setting).
+    pub firewalld_drifts: Counter,
     /// `1`, labelled with the version.
     pub build_info: Family<BuildLabels, Gauge>,
 }
@@ -86,6 +88,12 @@ impl Metrics {
             "WATCHDOG=1 notifications sent to systemd",
             watchdog_pings.clone(),
         );
+        let firewalld_drifts = Counter::default();
+        registry.register(
+            "firewalld_drifts",
+            "firewalld changes made behind the agent's back and restored",
+            firewalld_drifts.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register("build_info", "Agent build information", build_info.clone());
         build_info
@@ -100,6 +108,7 @@ impl Metrics {
             mirror_drift,
             unit_reloads,
             watchdog_pings,
+            firewalld_drifts,
             build_info,
         }
     }

@@ -4,6 +4,7 @@
 //! registries.conf, and lets [`crate::adapters::registries::apply_mirrors`] decide (an unchanged
 //! state costs a fingerprint check). A periodic resync covers missed events.
 
+pub mod firewall;
 pub mod metrics;
 pub mod phases;
 pub mod sdnotify;
@@ -488,6 +489,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }));
 
         let metrics = Arc::new(metrics::Metrics::new());
+        let firewall_svc = firewall::FirewallService::new(shared.clone(), phase_svc.clone(), status.clone(), metrics.clone());
+        phase_svc.set_firewall(&firewall_svc);
+        let firewall_task = tokio::spawn(firewall_svc.clone().watch());
         let metrics_server = if settings.api.metrics_listen.is_empty() {
             None
         } else {
@@ -583,6 +587,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                             settings = s;
                             status.lock().unwrap_or_else(|p| p.into_inner()).config_error = None;
                             adopt(&settings, &pid_lock, &read_group, &shared);
+                            firewall_svc.wake.notify_one();
                             tracing::info!(rna_component = "config", "configuration reloaded");
                         }
                         Err(e) => {
@@ -619,6 +624,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                             settings = s;
                             status.lock().unwrap_or_else(|p| p.into_inner()).config_error = None;
                             adopt(&settings, &pid_lock, &read_group, &shared);
+                            firewall_svc.wake.notify_one();
                         }
                         Err(e) => status.lock().unwrap_or_else(|p| p.into_inner()).config_error = Some(e.to_string()),
                     }
@@ -657,6 +663,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         sdnotify::stopping();
         tracing::info!(rna_component = "daemon", "rhel-node-agent daemon stopping");
         phase_svc.shutdown().await;
+        firewall_task.abort();
         let _ = stop_tx.send(true);
         let _ = server.await;
         if let Some(m) = metrics_server {

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -33,9 +33,6 @@ const REPLAY_EVENTS: usize = 400;
 
 /// Output lines kept for clients that attach to a running phase (the most recent ones).
 const REPLAY_OUTPUT: usize = 100;
-
-/// The unit whose state `upgrade.firewalld_state` and `firewalld.state` set.
-const FIREWALLD_UNIT: &str = "firewalld.service";
 
 /// A request to the main loop to reconcile the mirrors (the socket's `reconcile`, and the
 /// `reconcile-mirrors` built-in, which also releases changes held because they need a drain).
@@ -168,6 +165,10 @@ pub struct PhaseService {
     reconcile: mpsc::Sender<ReconcileRequest>,
     /// The task running the current phase.
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The firewall component (set once it exists; it also holds this service).
+    firewall: std::sync::OnceLock<std::sync::Weak<super::firewall::FirewallService>>,
+    /// The upgrade window as last published, to wake the firewall component when it changes.
+    window: Mutex<bool>,
     /// The daemon status whose `phase` line this service keeps current (and sends as `STATUS=`).
     status: Arc<Mutex<super::status::DaemonStatus>>,
 }
@@ -204,6 +205,8 @@ impl PhaseService {
             settings,
             reconcile,
             task: Mutex::new(None),
+            firewall: std::sync::OnceLock::new(),
+            window: Mutex::new(false),
             status,
         });
         svc.recover(&s).await;
@@ -281,7 +284,36 @@ impl PhaseService {
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
+    /// Connect the firewall component (woken when the upgrade window opens or closes).
+    pub fn set_firewall(&self, fw: &Arc<super::firewall::FirewallService>) {
+        let _ = self.firewall.set(Arc::downgrade(fw));
+        *self.window.lock().unwrap_or_else(|p| p.into_inner()) = self.upgrade_window();
+    }
+
+    fn firewall(&self) -> Option<Arc<super::firewall::FirewallService>> {
+        self.firewall.get().and_then(|w| w.upgrade())
+    }
+
+    /// True from the start of pre-upgrade until the record closes (post-upgrade succeeded, or a
+    /// reset): the time `upgrade.firewalld_state` applies instead of `firewalld.state`.
+    pub fn upgrade_window(&self) -> bool {
+        self.journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upgrade_window()
+    }
+
     fn refresh_summary(&self) {
+        let window = self.upgrade_window();
+        let changed = {
+            let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *w, window) != window
+        };
+        if changed {
+            if let Some(fw) = self.firewall() {
+                fw.wake.notify_one();
+            }
+        }
         let line = match self.broken() {
             Some(e) => format!("journal unusable: {e}"),
             None => {
@@ -910,26 +942,7 @@ impl PhaseCtx {
     async fn builtin(&self, b: Builtin) -> BuiltinOutcome {
         let s = &self.s;
         match b {
-            Builtin::FirewalldUpgradeState => {
-                let want = s.upgrade.firewalld_state.clone();
-                self.firewalld(&want, "upgrade.firewalld_state").await
-            }
-            Builtin::FirewalldSteadyState => {
-                let want = match s.firewalld.state.as_str() {
-                    "auto" if s.is_openshift_node() => "disabled".to_string(),
-                    "auto" => {
-                        return BuiltinOutcome::Skipped(
-                            "firewalld.state = auto on a node that is not OpenShift: unmanaged"
-                                .into(),
-                        )
-                    }
-                    "unmanaged" => {
-                        return BuiltinOutcome::Skipped("firewalld.state = unmanaged".into())
-                    }
-                    other => other.to_string(),
-                };
-                self.firewalld(&want, "firewalld.state").await
-            }
+            Builtin::FirewalldUpgradeState => self.firewalld().await,
             Builtin::Cordon | Builtin::Drain | Builtin::Uncordon => {
                 if s.kubernetes.kubeconfig.is_empty() {
                     BuiltinOutcome::Skipped("no cluster configured".into())
@@ -957,27 +970,38 @@ impl PhaseCtx {
         }
     }
 
-    async fn firewalld(&self, want: &str, key: &str) -> BuiltinOutcome {
+    /// The pre-upgrade firewalld step: the upgrade window is open (this attempt is recorded), so
+    /// the firewall component's desired state is now `upgrade.firewalld_state`; reconcile it now.
+    async fn firewalld(&self) -> BuiltinOutcome {
         let s = &self.s;
-        if !bus_allowed(s) {
+        let key = "upgrade.firewalld_state";
+        let want = &s.upgrade.firewalld_state;
+        if super::firewall::confined(s) {
             return BuiltinOutcome::Skipped(format!(
                 "{key} = {want}, but under --root the agent never touches the host's firewalld"
             ));
         }
-        let conn = match systemd::connect(s.system_bus.as_deref()).await {
-            Ok(c) => c,
-            Err(e) => return BuiltinOutcome::Failed(format!("{key} = {want}: {e}")),
+        let Some(fw) = self.svc.firewall() else {
+            return BuiltinOutcome::Failed("the firewall component is not running".into());
         };
-        match systemd::set_unit_state(
-            &conn,
-            FIREWALLD_UNIT,
-            want == "enabled",
-            s.firewalld.mask,
-            Duration::from_secs(90),
-        )
-        .await
-        {
-            Ok(m) => BuiltinOutcome::Done(format!("{key} = {want}: {m}")),
+        match fw.reconcile("pre-upgrade").await {
+            Ok(r) => {
+                let unit = r.unit_after.as_ref().map(|u| u.short()).unwrap_or_default();
+                if r.unit_actions.is_empty() {
+                    BuiltinOutcome::Done(format!(
+                        "{key} = {want}: firewalld.service already {unit}"
+                    ))
+                } else {
+                    let before = r
+                        .unit_before
+                        .as_ref()
+                        .map(|u| u.short())
+                        .unwrap_or_default();
+                    BuiltinOutcome::Done(format!(
+                        "{key} = {want}: firewalld.service {before} → {unit}"
+                    ))
+                }
+            }
             Err(e) => BuiltinOutcome::Failed(format!("{key} = {want}: {e}")),
         }
     }

@@ -59,8 +59,10 @@ pub struct DaemonStatus {
     pub root: String,
     /// The upgrade phase (the phases issue fills this in).
     pub phase: String,
-    /// firewalld state (the firewalld issue fills this in).
+    /// firewalld in one word (`disabled (disabled/inactive)`, `unmanaged`, …).
     pub firewalld: String,
+    /// firewalld in detail: desired state, unit, drifts, undeclared settings, last error.
+    pub firewalld_detail: super::firewall::FirewallStatus,
     /// Cluster connection (the Kubernetes issue fills this in).
     pub cluster: String,
     /// Mirror component.
@@ -80,6 +82,7 @@ impl DaemonStatus {
             root: root.to_string(),
             phase: "idle".into(),
             firewalld: "unmanaged".into(),
+            firewalld_detail: Default::default(),
             cluster: "not configured".into(),
             mirrors: MirrorStatus {
                 state: "pending".into(),

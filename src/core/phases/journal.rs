@@ -599,6 +599,14 @@ impl PhaseJournal {
         Ok(self.close("reset", now))
     }
 
+    /// True from the start of pre-upgrade until the record closes (post-upgrade succeeded, or a
+    /// reset): while `upgrade.firewalld_state` applies instead of `firewalld.state`.
+    pub fn upgrade_window(&self) -> bool {
+        self.open
+            .as_ref()
+            .is_some_and(|r| r.phase(Phase::PreUpgrade).state != RunState::Pending)
+    }
+
     /// At daemon start: whatever the journal says is running is not (the daemon that ran it is
     /// gone). Mark those attempts and steps interrupted, and return the runner handles of the
     /// steps so the runtime can stop what is left of them.

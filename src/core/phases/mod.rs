@@ -105,8 +105,6 @@ pub enum Builtin {
     ReconcileMirrors,
     /// Uncordon the node (after the pre-uncordon hooks).
     Uncordon,
-    /// Put firewalld back into its declared steady state (end of post-upgrade).
-    FirewalldSteadyState,
 }
 
 impl Builtin {
@@ -118,7 +116,6 @@ impl Builtin {
             Builtin::Drain => "drain",
             Builtin::ReconcileMirrors => "reconcile-mirrors",
             Builtin::Uncordon => "uncordon",
-            Builtin::FirewalldSteadyState => "firewalld-steady-state",
         }
     }
 }
@@ -151,9 +148,6 @@ pub fn plan(phase: Phase, b: &BuiltinPlan) -> Vec<PlannedStep> {
     }
     if phase == Phase::PreUncordon && b.cordon_drain {
         steps.push(PlannedStep::Builtin(Builtin::Uncordon));
-    }
-    if phase == Phase::PostUpgrade && b.firewalld_during_upgrade.is_some() {
-        steps.push(PlannedStep::Builtin(Builtin::FirewalldSteadyState));
     }
     steps
 }
@@ -198,7 +192,7 @@ mod tests {
 
     #[test]
     fn plan_puts_firewalld_first_and_builtins_after_hooks() {
-        use self::Builtin::{Cordon, Drain, FirewalldSteadyState, FirewalldUpgradeState};
+        use self::Builtin::{Cordon, Drain, FirewalldUpgradeState};
         use self::Builtin::{ReconcileMirrors, Uncordon};
         use PlannedStep::{Builtin, Hooks};
         let b = builtins(true, Phase::PreUncordon, true);
@@ -214,10 +208,7 @@ mod tests {
             plan(Phase::PreUncordon, &b),
             vec![Hooks, Builtin(ReconcileMirrors), Builtin(Uncordon)]
         );
-        assert_eq!(
-            plan(Phase::PostUpgrade, &b),
-            vec![Hooks, Builtin(FirewalldSteadyState)]
-        );
+        assert_eq!(plan(Phase::PostUpgrade, &b), vec![Hooks]);
         let b = builtins(false, Phase::PreCordon, true);
         assert_eq!(
             plan(Phase::PreCordon, &b),
