@@ -43,16 +43,8 @@ fn describe(d: &Desired) -> String {
     match d {
         Desired::Unmanaged { why } => format!("unmanaged ({why})"),
         Desired::Refused { why } => format!("refused: {why}"),
-        Desired::Disabled { mask } => {
-            format!(
-                "{}",
-                if *mask {
-                    "stopped, disabled and masked"
-                } else {
-                    "stopped and disabled"
-                }
-            )
-        }
+        Desired::Disabled { mask: true } => "stopped, disabled and masked".into(),
+        Desired::Disabled { mask: false } => "stopped and disabled".into(),
         Desired::Enabled {
             default_zone,
             zones,

@@ -112,9 +112,11 @@ pub fn check_source(v: &str) -> Result<(), String> {
     let max = match addr.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V4(_)) => 32,
         Ok(std::net::IpAddr::V6(_)) => 128,
-        Err(_) => return Err(format!(
+        Err(_) => {
+            return Err(format!(
             "{v:?} is not an address, a network (e.g. \"10.0.0.0/8\"), a MAC address or ipset:NAME"
-        )),
+        ))
+        }
     };
     if let Some(p) = prefix {
         if !p.parse::<u32>().is_ok_and(|n| n <= max) {
