@@ -164,12 +164,26 @@ impl FirewallService {
         let desired = self.desired();
         let s = self.settings();
         let started = Instant::now();
+        if matches!(desired, Desired::Enabled { .. })
+            && s.is_openshift_node()
+            && last.as_ref() != Some(&desired)
+        {
+            tracing::warn!(rna_component = "firewalld", "keeping firewalld enabled on an OpenShift node (firewalld.allow_on_openshift = true): {}", firewall::OPENSHIFT_CAVEAT);
+        }
         let result = match &desired {
             Desired::Unmanaged { .. } => Ok(FirewallReport {
                 desired: Some(desired.clone()),
                 ..FirewallReport::default()
             }),
-            Desired::Refused { why } => Err(why.clone()),
+            Desired::Refused { why } => {
+                if last.as_ref() != Some(&desired) {
+                    tracing::error!(
+                        rna_component = "firewalld",
+                        "firewalld left as it is: {why}"
+                    );
+                }
+                Err(why.clone())
+            }
             _ => match systemd::connect(s.system_bus.as_deref()).await {
                 Ok(conn) => firewalld::reconcile(&conn, &desired, false)
                     .await
@@ -238,8 +252,12 @@ impl FirewallService {
                 });
             }
             Err(e) => {
-                tracing::error!(rna_component = "firewalld", trigger, error = %e, "firewalld reconcile failed");
-                *last = None;
+                if matches!(desired, Desired::Refused { .. }) {
+                    *last = Some(desired.clone());
+                } else {
+                    tracing::error!(rna_component = "firewalld", trigger, error = %e, "firewalld reconcile failed");
+                    *last = None;
+                }
                 let e = e.clone();
                 self.publish(|f| {
                     f.desired = Some(desired.clone());
