@@ -176,7 +176,7 @@ pub fn run(cmd: &FirewallCommand, g: &Global) -> Result<Exit, CliError> {
     let actions: Vec<String> = report
         .unit_actions
         .iter()
-        .map(|a| format!("{a:?}").to_lowercase())
+        .map(|a| a.name().to_string())
         .chain(report.changes.iter().map(|c| c.to_string()))
         .collect();
     match (cmd, actions.is_empty()) {

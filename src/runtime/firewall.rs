@@ -213,7 +213,7 @@ impl FirewallService {
                 let what: Vec<String> = r
                     .unit_actions
                     .iter()
-                    .map(|a| format!("{a:?}").to_lowercase())
+                    .map(|a| a.name().to_string())
                     .chain(r.changes.iter().map(|c| c.to_string()))
                     .collect();
                 if drift {

@@ -259,6 +259,21 @@ pub enum UnitAction {
     ReloadDaemon,
 }
 
+impl UnitAction {
+    /// The word used in logs and output.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnitAction::Unmask => "unmask",
+            UnitAction::Enable => "enable",
+            UnitAction::Start => "start",
+            UnitAction::Stop => "stop",
+            UnitAction::Disable => "disable",
+            UnitAction::Mask => "mask",
+            UnitAction::ReloadDaemon => "daemon-reload",
+        }
+    }
+}
+
 /// The unit actions that bring `obs` to `enabled` (running + enabled, unmasked) or to stopped +
 /// disabled (+ masked when `mask`). Empty when it already is. A unit that is not installed needs
 /// nothing to be disabled, and cannot be enabled (the caller reports it).
