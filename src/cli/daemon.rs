@@ -178,6 +178,20 @@ pub fn status(g: &Global) -> Result<Exit, CliError> {
         println!("             warning: {}", w.as_str().unwrap_or(""));
     }
     println!("  firewalld: {}", v["firewalld"].as_str().unwrap_or("?"));
+    let f = &v["firewalld_detail"];
+    if f["drifts"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "             {} drift(s) restored; last: {}",
+            f["drifts"],
+            f["last_drift"][1].as_str().unwrap_or("?")
+        );
+    }
+    if let Some(e) = f["last_error"].as_str() {
+        println!("             error: {e}");
+    }
+    for u in f["undeclared"].as_array().into_iter().flatten() {
+        println!("             undeclared: {}", u.as_str().unwrap_or(""));
+    }
     println!("  phase:     {}", v["phase"].as_str().unwrap_or("?"));
     println!("  cluster:   {}", v["cluster"].as_str().unwrap_or("?"));
     if let Some(e) = v["config_error"].as_str() {
