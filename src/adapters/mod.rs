@@ -5,5 +5,6 @@ pub mod firewalld;
 pub mod fs;
 pub mod hooks;
 pub mod journald;
+pub mod kube;
 pub mod registries;
 pub mod systemd;

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod demo;
 pub mod firewall;
 pub mod mirrors;
+pub mod node;
 pub mod phase;
 
 use std::path::PathBuf;
@@ -153,6 +154,9 @@ pub enum Command {
     /// Show or apply firewalld's declared state (over D-Bus).
     #[command(subcommand)]
     Firewall(firewall::FirewallCommand),
+    /// Cordon, uncordon or drain this node in the cluster (with ownership rules).
+    #[command(subcommand)]
+    Node(node::NodeCommand),
 }
 
 /// Run a parsed command line; returns the exit code.
@@ -167,6 +171,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Phase(c) => phase::run(c, &cli.global),
         Command::Upgrade(c) => phase::upgrade(c, &cli.global),
         Command::Firewall(c) => firewall::run(c, &cli.global),
+        Command::Node(c) => node::run(c, &cli.global),
     };
     match result {
         Ok(code) => code,

@@ -225,11 +225,41 @@ pub struct FirewalldSettings {
     pub zones: Vec<crate::core::firewall::ZoneDecl>,
 }
 
-/// `[kubernetes]` settings used so far.
+/// `[kubernetes]` settings.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct KubernetesSettings {
     /// Empty = offline.
     pub kubeconfig: String,
+    /// Prefix of the agent's Node annotations.
+    pub annotation_prefix: String,
+    /// Longest time between two writes of the node condition (when nothing changed).
+    #[serde(with = "duration_text")]
+    pub heartbeat: Duration,
+    /// Lease namespace.
+    pub lease_namespace: String,
+    /// Lease duration.
+    #[serde(with = "duration_text")]
+    pub lease_duration: Duration,
+    /// Upgrade slots (the ConfigMap wins when present).
+    pub max_unavailable: u32,
+    /// `[kubernetes.drain]`.
+    pub drain: DrainSettings,
+}
+
+/// `[kubernetes.drain]` settings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DrainSettings {
+    /// Overall drain timeout.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// Concurrent evictions.
+    pub concurrency: u32,
+    /// Evict pods without a controller.
+    pub force: bool,
+    /// Evict pods with emptyDir volumes.
+    pub delete_emptydir_data: bool,
+    /// After the timeout, delete what eviction could not move.
+    pub escalate_after_timeout: bool,
 }
 
 /// The validated settings the agent runs with.
@@ -727,9 +757,29 @@ impl Settings {
                 take!(state, mask, prune, allow_on_openshift, default_zone, zone);
             }
             if let Some(x) = &f.kubernetes {
-                if let Some(v) = &x.kubeconfig {
-                    kube.kubeconfig = Some(v.clone());
-                    origin("kubernetes.kubeconfig", file);
+                macro_rules! take {
+                    ($($k:ident),*) => { $( if let Some(v) = &x.$k { kube.$k = Some(v.clone()); origin(concat!("kubernetes.", stringify!($k)), file); } )* };
+                }
+                take!(
+                    kubeconfig,
+                    annotation_prefix,
+                    heartbeat,
+                    lease_namespace,
+                    lease_duration,
+                    max_unavailable
+                );
+                if let Some(d) = &x.drain {
+                    let kd = kube.drain.get_or_insert_with(DrainFrag::default);
+                    macro_rules! take_drain {
+                        ($($k:ident),*) => { $( if let Some(v) = &d.$k { kd.$k = Some(v.clone()); origin(concat!("kubernetes.drain.", stringify!($k)), file); } )* };
+                    }
+                    take_drain!(
+                        timeout,
+                        concurrency,
+                        force,
+                        delete_emptydir_data,
+                        escalate_after_timeout
+                    );
                 }
             }
             if let Some(a) = &f.api {
@@ -852,6 +902,64 @@ impl Settings {
             s.firewalld.zones = zone_decls(&zones)
                 .map_err(|(k, e)| invalid_at(&file_of("firewalld.zone"), &k, e))?;
         }
+        let k = &mut s.kubernetes;
+        if let Some(v) = kube.annotation_prefix {
+            if v.is_empty()
+                || v.len() > 253
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            {
+                return Err(invalid(
+                    "kubernetes.annotation_prefix",
+                    format!("{v:?} is not a DNS subdomain (e.g. \"rhel-node-agent.io\")"),
+                ));
+            }
+            k.annotation_prefix = v;
+        }
+        if let Some(v) = kube.heartbeat {
+            k.heartbeat = parse_duration(&v).map_err(|e| invalid("kubernetes.heartbeat", e))?;
+        }
+        if let Some(v) = kube.lease_namespace {
+            k.lease_namespace = v;
+        }
+        if let Some(v) = kube.lease_duration {
+            k.lease_duration =
+                parse_duration(&v).map_err(|e| invalid("kubernetes.lease_duration", e))?;
+        }
+        if let Some(v) = kube.max_unavailable {
+            if v == 0 {
+                return Err(invalid(
+                    "kubernetes.max_unavailable",
+                    "must be at least 1".into(),
+                ));
+            }
+            k.max_unavailable = v;
+        }
+        if let Some(d) = kube.drain {
+            if let Some(v) = d.timeout {
+                k.drain.timeout =
+                    parse_duration(&v).map_err(|e| invalid("kubernetes.drain.timeout", e))?;
+            }
+            if let Some(v) = d.concurrency {
+                if v == 0 {
+                    return Err(invalid(
+                        "kubernetes.drain.concurrency",
+                        "must be at least 1".into(),
+                    ));
+                }
+                k.drain.concurrency = v;
+            }
+            if let Some(v) = d.force {
+                k.drain.force = v;
+            }
+            if let Some(v) = d.delete_emptydir_data {
+                k.drain.delete_emptydir_data = v;
+            }
+            if let Some(v) = d.escalate_after_timeout {
+                k.drain.escalate_after_timeout = v;
+            }
+        }
         if let Some(v) = kube.kubeconfig {
             s.kubernetes.kubeconfig = if v.is_empty() {
                 v
@@ -953,6 +1061,18 @@ impl Settings {
             },
             kubernetes: KubernetesSettings {
                 kubeconfig: String::new(),
+                annotation_prefix: "rhel-node-agent.io".into(),
+                heartbeat: Duration::from_secs(60),
+                lease_namespace: "rhel-node-agent".into(),
+                lease_duration: Duration::from_secs(1800),
+                max_unavailable: 1,
+                drain: DrainSettings {
+                    timeout: Duration::from_secs(3600),
+                    concurrency: 10,
+                    force: false,
+                    delete_emptydir_data: false,
+                    escalate_after_timeout: false,
+                },
             },
             state_dir: under_root(root, STATE_DIR),
             runtime_dir: under_root(root, RUNTIME_DIR),

@@ -4,6 +4,7 @@
 //! registries.conf, and lets [`crate::adapters::registries::apply_mirrors`] decide (an unchanged
 //! state costs a fingerprint check). A periodic resync covers missed events.
 
+pub mod cluster;
 pub mod firewall;
 pub mod metrics;
 pub mod phases;
@@ -492,6 +493,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         let firewall_svc = firewall::FirewallService::new(shared.clone(), phase_svc.clone(), status.clone(), metrics.clone());
         phase_svc.set_firewall(&firewall_svc);
         let firewall_task = tokio::spawn(firewall_svc.clone().watch());
+        let cluster_svc = cluster::ClusterService::new(shared.clone(), status.clone(), phase_svc.clone());
+        phase_svc.set_cluster(&cluster_svc);
+        let cluster_task = tokio::spawn(cluster_svc.clone().run());
         let metrics_server = if settings.api.metrics_listen.is_empty() {
             None
         } else {
@@ -588,6 +592,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                             status.lock().unwrap_or_else(|p| p.into_inner()).config_error = None;
                             adopt(&settings, &pid_lock, &read_group, &shared);
                             firewall_svc.wake.notify_one();
+                            cluster_svc.wake.notify_one();
                             tracing::info!(rna_component = "config", "configuration reloaded");
                         }
                         Err(e) => {
@@ -625,6 +630,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                             status.lock().unwrap_or_else(|p| p.into_inner()).config_error = None;
                             adopt(&settings, &pid_lock, &read_group, &shared);
                             firewall_svc.wake.notify_one();
+                            cluster_svc.wake.notify_one();
                         }
                         Err(e) => status.lock().unwrap_or_else(|p| p.into_inner()).config_error = Some(e.to_string()),
                     }
@@ -664,6 +670,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         tracing::info!(rna_component = "daemon", "rhel-node-agent daemon stopping");
         phase_svc.shutdown().await;
         firewall_task.abort();
+        cluster_task.abort();
         let _ = stop_tx.send(true);
         let _ = server.await;
         if let Some(m) = metrics_server {

@@ -167,6 +167,8 @@ pub struct PhaseService {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The firewall component (set once it exists; it also holds this service).
     firewall: std::sync::OnceLock<std::sync::Weak<super::firewall::FirewallService>>,
+    /// The cluster component (set once it exists).
+    cluster: std::sync::OnceLock<std::sync::Weak<super::cluster::ClusterService>>,
     /// The upgrade window as last published, to wake the firewall component when it changes.
     window: Mutex<bool>,
     /// The daemon status whose `phase` line this service keeps current (and sends as `STATUS=`).
@@ -206,6 +208,7 @@ impl PhaseService {
             reconcile,
             task: Mutex::new(None),
             firewall: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
             window: Mutex::new(false),
             status,
         });
@@ -290,6 +293,36 @@ impl PhaseService {
         *self.window.lock().unwrap_or_else(|p| p.into_inner()) = self.upgrade_window();
     }
 
+    /// Connect the cluster component (used by the cordon, drain and uncordon built-ins).
+    pub fn set_cluster(&self, c: &Arc<super::cluster::ClusterService>) {
+        let _ = self.cluster.set(Arc::downgrade(c));
+    }
+
+    fn cluster(&self) -> Option<Arc<super::cluster::ClusterService>> {
+        self.cluster.get().and_then(|w| w.upgrade())
+    }
+
+    /// For the Node's annotations: the open record's id, a phase line, whether the last phase
+    /// failed (or was interrupted), and whether an upgrade is open.
+    pub fn node_facts(&self) -> (Option<String>, String, bool, bool) {
+        let j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(r) = &j.open else {
+            return (None, "idle".into(), false, false);
+        };
+        if let Some((p, _)) = r.running() {
+            return (Some(r.id.clone()), format!("{p} running"), false, true);
+        }
+        match r.phases.iter().rev().find(|p| p.state != RunState::Pending) {
+            Some(p) => (
+                Some(r.id.clone()),
+                format!("{} {}", p.phase, p.state.word()),
+                matches!(p.state, RunState::Failed | RunState::Interrupted),
+                true,
+            ),
+            None => (Some(r.id.clone()), "open".into(), false, true),
+        }
+    }
+
     fn firewall(&self) -> Option<Arc<super::firewall::FirewallService>> {
         self.firewall.get().and_then(|w| w.upgrade())
     }
@@ -313,6 +346,9 @@ impl PhaseService {
             if let Some(fw) = self.firewall() {
                 fw.wake.notify_one();
             }
+        }
+        if let Some(c) = self.cluster() {
+            c.wake.notify_one();
         }
         let line = match self.broken() {
             Some(e) => format!("journal unusable: {e}"),
@@ -940,19 +976,9 @@ impl PhaseCtx {
     }
 
     async fn builtin(&self, b: Builtin) -> BuiltinOutcome {
-        let s = &self.s;
         match b {
             Builtin::FirewalldUpgradeState => self.firewalld().await,
-            Builtin::Cordon | Builtin::Drain | Builtin::Uncordon => {
-                if s.kubernetes.kubeconfig.is_empty() {
-                    BuiltinOutcome::Skipped("no cluster configured".into())
-                } else {
-                    BuiltinOutcome::Failed(format!(
-                        "kubernetes.kubeconfig is set, but this build of rhel-node-agent cannot {} yet; set upgrade.builtin_cordon_drain = false and let Ansible do it",
-                        b.name()
-                    ))
-                }
-            }
+            Builtin::Cordon | Builtin::Drain | Builtin::Uncordon => self.cluster_step(b).await,
             Builtin::ReconcileMirrors => {
                 let (reply, rx) = oneshot::channel();
                 let req = ReconcileRequest {
@@ -967,6 +993,36 @@ impl PhaseCtx {
                     Err(_) => BuiltinOutcome::Failed("the daemon is stopping".into()),
                 }
             }
+        }
+    }
+
+    /// Cordon, drain or uncordon through the cluster component; offline: skipped.
+    async fn cluster_step(&self, b: Builtin) -> BuiltinOutcome {
+        let Some(svc) = self.svc.cluster() else {
+            return BuiltinOutcome::Skipped("no cluster configured".into());
+        };
+        let c = match svc.client().await {
+            Ok(Some(c)) => c,
+            Ok(None) => return BuiltinOutcome::Skipped("no cluster configured".into()),
+            Err(e) => return BuiltinOutcome::Failed(e.to_string()),
+        };
+        use crate::adapters::kube::{CordonOutcome, KubeError};
+        let r = match b {
+            Builtin::Cordon => c.cordon(&self.id).await,
+            Builtin::Uncordon => match c.uncordon(false).await {
+                Err(KubeError::Refused(m)) => return BuiltinOutcome::Skipped(m),
+                r => r,
+            },
+            _ => {
+                return BuiltinOutcome::Failed(
+                    "drain is not available in this build yet: set upgrade.builtin_cordon_drain = false and let Ansible drain (oc adm drain)".into(),
+                )
+            }
+        };
+        match r {
+            Ok(CordonOutcome::Changed(m)) => BuiltinOutcome::Done(m),
+            Ok(CordonOutcome::Unchanged(m)) => BuiltinOutcome::Done(m),
+            Err(e) => BuiltinOutcome::Failed(e.to_string()),
         }
     }
 

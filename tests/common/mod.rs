@@ -34,6 +34,16 @@ impl Daemon {
         notify_socket: Option<&Path>,
         env: &[(&str, &str)],
     ) -> Daemon {
+        Daemon::start_prepared(extra_config, notify_socket, env, |_| {})
+    }
+
+    /// Start with `prepare` writing extra files into the root first.
+    pub fn start_prepared(
+        extra_config: &str,
+        notify_socket: Option<&Path>,
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         for d in [
@@ -49,6 +59,7 @@ impl Daemon {
             extra_config,
         )
         .unwrap();
+        prepare(&root);
         let child = spawn(&root, dir.path(), notify_socket, env);
         let d = Daemon { child, root, dir };
         d.wait_ready();

@@ -1,0 +1,251 @@
+//! The cluster side of the daemon: the node condition and annotations that tell `oc get nodes` /
+//! `oc describe node` how this RHEL worker stands. Facts are gathered locally every few seconds
+//! (no API traffic); the Node is written only when something changed, and the condition's heartbeat
+//! at most once per `kubernetes.heartbeat` — so an idle node costs one write a minute. Without a
+//! kubeconfig the agent is offline and says so; a missing Node or an unreachable API server is
+//! reported and retried with backoff and jitter, never fatal.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::phases::PhaseService;
+use super::status::DaemonStatus;
+use crate::adapters::kube::{Cluster, KubeError, NodeReport};
+use crate::config::Settings;
+
+/// How often local facts are compared with what was last written.
+const TICK: Duration = Duration::from_secs(5);
+
+/// How often the agent checks that a cordon it made was not lifted by someone else.
+const OWNERSHIP_CHECK: Duration = Duration::from_secs(30);
+
+/// The component.
+pub struct ClusterService {
+    settings: Arc<Mutex<Settings>>,
+    status: Arc<Mutex<DaemonStatus>>,
+    phases: Arc<PhaseService>,
+    /// The connection, when configured and connected (shared with the phase built-ins).
+    pub cluster: tokio::sync::Mutex<Option<(String, Cluster)>>,
+    /// Wakes the loop early (settings changed, a phase transition).
+    pub wake: tokio::sync::Notify,
+}
+
+/// The report for the current local facts.
+pub fn facts(st: &DaemonStatus, phases: &PhaseService) -> NodeReport {
+    let (upgrade_id, phase_line, failed, open) = phases.node_facts();
+    let mirrors_error = st.mirrors.state == "error";
+    let fw_error = st.firewalld_detail.last_error.is_some();
+    let mut problems = Vec::new();
+    if mirrors_error {
+        problems.push(format!(
+            "mirrors: {}",
+            st.mirrors.last_error.as_deref().unwrap_or("error")
+        ));
+    }
+    if fw_error {
+        problems.push(format!(
+            "firewalld: {}",
+            st.firewalld_detail.last_error.as_deref().unwrap_or("error")
+        ));
+    }
+    if let Some(e) = &st.config_error {
+        problems.push(format!("configuration: {e}"));
+    }
+    let (state, reason) = if failed {
+        ("Degraded", "PhaseFailed")
+    } else if !problems.is_empty() {
+        (
+            "Degraded",
+            if mirrors_error {
+                "MirrorsError"
+            } else if fw_error {
+                "FirewalldError"
+            } else {
+                "ConfigurationError"
+            },
+        )
+    } else if open {
+        ("Working", "UpgradeInProgress")
+    } else {
+        ("Done", "AgentReady")
+    };
+    let message = if problems.is_empty() {
+        format!(
+            "mirrors: {}; firewalld: {}; phase: {}",
+            st.mirrors.state, st.firewalld, st.phase
+        )
+    } else {
+        problems.join("; ")
+    };
+    let mirrors_hash = st
+        .mirrors
+        .summary
+        .as_ref()
+        .and_then(|s| serde_json::to_vec(s).ok())
+        .map(|b| {
+            Sha256::digest(&b)
+                .iter()
+                .take(8)
+                .map(|x| format!("{x:02x}"))
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    NodeReport {
+        status: if state == "Degraded" { "False" } else { "True" }.into(),
+        reason: reason.into(),
+        message: message.clone(),
+        annotations: vec![
+            ("state".into(), state.into()),
+            ("phase".into(), phase_line),
+            ("upgrade-id".into(), upgrade_id.unwrap_or_default()),
+            (
+                "reason".into(),
+                if state == "Done" {
+                    String::new()
+                } else {
+                    message
+                },
+            ),
+            ("mirrors-hash".into(), mirrors_hash),
+            ("firewalld".into(), st.firewalld.clone()),
+        ],
+    }
+}
+
+impl ClusterService {
+    /// A new component; start it with [`ClusterService::run`].
+    pub fn new(
+        settings: Arc<Mutex<Settings>>,
+        status: Arc<Mutex<DaemonStatus>>,
+        phases: Arc<PhaseService>,
+    ) -> Arc<ClusterService> {
+        Arc::new(ClusterService {
+            settings,
+            status,
+            phases,
+            cluster: tokio::sync::Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn set_status(&self, line: &str) {
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if st.cluster != line {
+            st.cluster = line.to_string();
+        }
+    }
+
+    /// The connected cluster for the current settings (connecting when needed); `Ok(None)`
+    /// offline.
+    pub async fn client(&self) -> Result<Option<Cluster>, KubeError> {
+        let s = self
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut guard = self.cluster.lock().await;
+        if s.kubernetes.kubeconfig.is_empty() {
+            *guard = None;
+            return Ok(None);
+        }
+        let node = super::phases::node_name(&s);
+        let key = format!(
+            "{}|{node}|{}",
+            s.kubernetes.kubeconfig, s.kubernetes.annotation_prefix
+        );
+        if let Some((k, c)) = guard.as_ref() {
+            if *k == key {
+                return Ok(Some(c.clone()));
+            }
+        }
+        let c = Cluster::connect(&s, &node).await?;
+        *guard = c.clone().map(|c| (key, c));
+        Ok(c)
+    }
+
+    /// Write the Node when the facts changed or the heartbeat is due; keep the ownership of a
+    /// cordon honest. Runs until the daemon stops.
+    pub async fn run(self: Arc<Self>) {
+        let mut last: Option<(NodeReport, Instant)> = None;
+        let mut last_check = Instant::now() - OWNERSHIP_CHECK;
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let heartbeat = self
+                .settings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .kubernetes
+                .heartbeat;
+            let wait = match self.once(&mut last, &mut last_check, heartbeat).await {
+                Ok(()) => {
+                    backoff = Duration::from_secs(1);
+                    TICK
+                }
+                Err(e) => {
+                    let line = match &e {
+                        KubeError::NoNode(n) => format!("node {n} not found in the cluster"),
+                        other => format!("unreachable: {other}"),
+                    };
+                    tracing::warn!(rna_component = "cluster", error = %e, retry_in_s = backoff.as_secs(), "cluster report failed");
+                    self.set_status(&line);
+                    let w = jitter(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    w
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    async fn once(
+        &self,
+        last: &mut Option<(NodeReport, Instant)>,
+        last_check: &mut Instant,
+        heartbeat: Duration,
+    ) -> Result<(), KubeError> {
+        let Some(c) = self.client().await? else {
+            self.set_status("not configured (offline: no kubernetes.kubeconfig)");
+            *last = None;
+            return Ok(());
+        };
+        let report = {
+            let st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            facts(&st, &self.phases)
+        };
+        let annotations_changed =
+            last.as_ref().map(|(r, _)| &r.annotations) != Some(&report.annotations);
+        let condition_changed = last
+            .as_ref()
+            .map(|(r, _)| (&r.status, &r.reason, &r.message))
+            != Some((&report.status, &report.reason, &report.message));
+        let due = last.as_ref().is_none_or(|(_, t)| t.elapsed() >= heartbeat);
+        if annotations_changed || condition_changed || due {
+            c.report(&report, annotations_changed).await?;
+            tracing::debug!(rna_component = "cluster", node = %c.node, annotations = annotations_changed, "node status written");
+            *last = Some((report, Instant::now()));
+        }
+        if last_check.elapsed() >= OWNERSHIP_CHECK {
+            *last_check = Instant::now();
+            if c.forget_foreign_uncordon().await? {
+                tracing::info!(rna_component = "cluster", node = %c.node, "someone else uncordoned the node; the agent's cordon record is cleared");
+            }
+        }
+        self.set_status(&format!("connected (node {})", c.node));
+        Ok(())
+    }
+}
+
+/// `d` ± 20 %, so nodes that lost the API server at the same moment do not retry in step.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let f = 0.8 + (nanos % 400) as f64 / 1000.0;
+    d.mul_f64(f)
+}

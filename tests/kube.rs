@@ -1,0 +1,487 @@
+//! The agent against a real kube-apiserver v1.20.2 + etcd on loopback (built and cached by
+//! tests/kube/get-kube.sh; scripts/test runs these in its `kube` stage with RNA_KUBE_BIN set). The
+//! agent authenticates as the ServiceAccount of deploy/rbac.yaml and gets exactly that RBAC: anything
+//! else is a 403. Covers: the node condition and annotations appear, and survive another writer's
+//! patches; heartbeats stay within one write a minute when idle; cordon/uncordon ownership (the
+//! agent lifts only its own cordon; someone else's uncordon clears the agent's record); a missing
+//! Node is reported, not fatal; offline mode.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+mod common;
+use common::{Daemon, BIN};
+
+const ADMIN_TOKEN: &str = "admin-token-for-tests";
+const AGENT_TOKEN: &str = "agent-token-for-tests";
+const AGENT_USER: &str = "system:serviceaccount:rhel-node-agent:rhel-node-agent";
+const PREFIX: &str = "rhel-node-agent.io";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// etcd + kube-apiserver on loopback, stopped on drop.
+struct ApiServer {
+    procs: Vec<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+impl ApiServer {
+    fn start() -> ApiServer {
+        let bin = PathBuf::from(
+            std::env::var("RNA_KUBE_BIN")
+                .expect("RNA_KUBE_BIN: the directory of tests/kube/get-kube.sh's binaries"),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let pki = d.join("pki");
+        fs::create_dir_all(&pki).unwrap();
+        fs::write(
+            pki.join("tokens.csv"),
+            format!(
+                "{ADMIN_TOKEN},admin,1,\"system:masters\"\n{AGENT_TOKEN},{AGENT_USER},2,\"system:serviceaccounts,system:serviceaccounts:rhel-node-agent,system:authenticated\"\n"
+            ),
+        )
+        .unwrap();
+        let ok = Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(pki.join("sa.key"))
+            .arg("2048")
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+            && Command::new("openssl")
+                .args(["rsa", "-in"])
+                .arg(pki.join("sa.key"))
+                .args(["-pubout", "-out"])
+                .arg(pki.join("sa.pub"))
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+        assert!(ok, "openssl");
+        let (etcd_port, peer_port, port) = (free_port(), free_port(), free_port());
+        let log = |name: &str| fs::File::create(d.join(name)).unwrap();
+        let etcd = Command::new(bin.join("etcd"))
+            .args(["--name", "t", "--data-dir"])
+            .arg(d.join("etcd"))
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{etcd_port}"
+            ))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"
+            ))
+            .arg(format!("--initial-cluster=t=http://127.0.0.1:{peer_port}"))
+            .args(["--unsafe-no-fsync=true", "--log-level=warn"])
+            .stdout(Stdio::null())
+            .stderr(log("etcd.log"))
+            .spawn()
+            .unwrap();
+        let api = Command::new(bin.join("kube-apiserver"))
+            .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
+            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+            .arg(format!("--secure-port={port}"))
+            .arg("--insecure-port=0")
+            .arg(format!("--cert-dir={}", d.join("certs").display()))
+            .arg(format!(
+                "--token-auth-file={}",
+                pki.join("tokens.csv").display()
+            ))
+            .arg("--authorization-mode=RBAC")
+            .arg("--service-account-issuer=https://kubernetes.default.svc")
+            .arg(format!(
+                "--service-account-key-file={}",
+                pki.join("sa.pub").display()
+            ))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                pki.join("sa.key").display()
+            ))
+            .args([
+                "--service-cluster-ip-range=10.96.0.0/24",
+                "--endpoint-reconciler-type=none",
+                "--v=0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log("apiserver.log"))
+            .spawn()
+            .unwrap();
+        let s = ApiServer {
+            procs: vec![etcd, api],
+            dir,
+            port,
+        };
+        let started = Instant::now();
+        loop {
+            let ready = Command::new("curl")
+                .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+                .arg(format!("Authorization: Bearer {ADMIN_TOKEN}"))
+                .arg(format!("https://127.0.0.1:{port}/readyz"))
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout) == "200")
+                .unwrap_or(false);
+            if ready {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "kube-apiserver not ready: {}",
+                fs::read_to_string(s.dir.path().join("apiserver.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        s
+    }
+
+    /// A kubeconfig for `token`, trusting the server's self-signed certificate.
+    fn kubeconfig(&self, name: &str, token: &str) -> PathBuf {
+        let p = self.dir.path().join(format!("{name}.kubeconfig"));
+        let ca = self.dir.path().join("certs/apiserver.crt");
+        fs::write(
+            &p,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: t, user: u}}\ncurrent-context: c\n",
+                self.port,
+                ca.display()
+            ),
+        )
+        .unwrap();
+        p
+    }
+
+    async fn admin(&self) -> kube::Client {
+        let kc =
+            kube::config::Kubeconfig::read_from(self.kubeconfig("admin", ADMIN_TOKEN)).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(cfg).unwrap()
+    }
+}
+
+/// Apply deploy/rbac.yaml as the admin (the agent gets exactly this).
+async fn apply_rbac(client: &kube::Client) {
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let text =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml")).unwrap();
+    let pp = PostParams::default();
+    for doc in text.split("\n---\n") {
+        let v: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
+        match v["kind"].as_str().unwrap() {
+            "Namespace" => {
+                Api::<Namespace>::all(client.clone())
+                    .create(&pp, &serde_json::from_value(v).unwrap())
+                    .await
+                    .unwrap();
+            }
+            "ServiceAccount" => {
+                Api::<ServiceAccount>::namespaced(client.clone(), "rhel-node-agent")
+                    .create(&pp, &serde_json::from_value(v).unwrap())
+                    .await
+                    .unwrap();
+            }
+            "ClusterRole" => {
+                Api::<ClusterRole>::all(client.clone())
+                    .create(&pp, &serde_json::from_value(v).unwrap())
+                    .await
+                    .unwrap();
+            }
+            "ClusterRoleBinding" => {
+                Api::<ClusterRoleBinding>::all(client.clone())
+                    .create(&pp, &serde_json::from_value(v).unwrap())
+                    .await
+                    .unwrap();
+            }
+            k => panic!("unexpected kind {k} in deploy/rbac.yaml"),
+        }
+    }
+}
+
+async fn create_node(client: &kube::Client, name: &str) {
+    let n: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}
+    }))
+    .unwrap();
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &n)
+        .await
+        .unwrap();
+}
+
+async fn node(client: &kube::Client, name: &str) -> Node {
+    Api::<Node>::all(client.clone()).get(name).await.unwrap()
+}
+
+fn ann(n: &Node, suffix: &str) -> Option<String> {
+    n.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(&format!("{PREFIX}/{suffix}")))
+        .cloned()
+}
+
+fn condition(n: &Node) -> Option<k8s_openapi::api::core::v1::NodeCondition> {
+    n.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "RHELNodeAgentReady")
+        .cloned()
+}
+
+async fn eventually<F, Fut>(what: &str, secs: u64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out ({secs} s): {what}");
+}
+
+/// The daemon for `node`, with the agent's kubeconfig at /etc/rhel-node-agent/kubeconfig in its
+/// root (configuration paths are taken under --root).
+fn agent(kubeconfig: &Path, node: &str) -> Daemon {
+    let config = format!(
+        "[node]\nname = \"{node}\"\n[kubernetes]\nkubeconfig = \"/etc/rhel-node-agent/kubeconfig\"\nheartbeat = \"2s\"\n"
+    );
+    Daemon::start_prepared(&config, None, &[], |root| {
+        fs::copy(kubeconfig, root.join("etc/rhel-node-agent/kubeconfig")).unwrap();
+    })
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs the cached kube-apiserver (scripts/test runs it in the kube stage)"]
+async fn node_condition_annotations_and_cordon_ownership_against_a_real_api_server() {
+    let server = ApiServer::start();
+    let admin = server.admin().await;
+    apply_rbac(&admin).await;
+    create_node(&admin, "node-a").await;
+    let agent_kc = server.kubeconfig("agent", AGENT_TOKEN);
+    let d = agent(&agent_kc, "node-a");
+
+    // The condition and the annotations appear.
+    eventually("the agent's condition on node-a", 30, || async {
+        condition(&node(&admin, "node-a").await).is_some()
+    })
+    .await;
+    let n = node(&admin, "node-a").await;
+    let c = condition(&n).unwrap();
+    assert_eq!(c.status, "True");
+    assert_eq!(c.reason.as_deref(), Some("AgentReady"));
+    assert_eq!(ann(&n, "state").as_deref(), Some("Done"));
+    assert_eq!(ann(&n, "phase").as_deref(), Some("idle"));
+    assert!(ann(&n, "firewalld").is_some());
+    assert!(d.status()["cluster"]
+        .as_str()
+        .unwrap()
+        .starts_with("connected"));
+
+    // Another writer's annotation and condition survive the agent's writes.
+    Api::<Node>::all(admin.clone())
+        .patch(
+            "node-a",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": {"example.com/owner": "team-a"}}})),
+        )
+        .await
+        .unwrap();
+    Api::<Node>::all(admin.clone())
+        .patch_status(
+            "node-a",
+            &PatchParams::default(),
+            &Patch::Strategic(&json!({"status": {"conditions": [{"type": "OtherWriter", "status": "True", "reason": "X", "message": "kept"}]}})),
+        )
+        .await
+        .unwrap();
+    // A phase changes the agent's annotations: its write must not clobber the other writer's.
+    let o = d.cli(&["phase", "run", "pre-cordon", "--upgrade-id", "u-kube"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    eventually("the phase in the annotations", 30, || async {
+        ann(&node(&admin, "node-a").await, "upgrade-id").as_deref() == Some("u-kube")
+    })
+    .await;
+    let n = node(&admin, "node-a").await;
+    assert_eq!(ann(&n, "state").as_deref(), Some("Working"));
+    assert_eq!(
+        n.metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .get("example.com/owner")
+            .map(String::as_str),
+        Some("team-a")
+    );
+    let conds = n.status.as_ref().unwrap().conditions.as_ref().unwrap();
+    assert!(conds.iter().any(|c| c.type_ == "OtherWriter"), "{conds:?}");
+    assert_eq!(
+        condition(&n).unwrap().reason.as_deref(),
+        Some("UpgradeInProgress")
+    );
+
+    // Heartbeats: with a 2 s heartbeat the condition's heartbeat time moves; its transition does not.
+    let t0 = condition(&n).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let t1 = condition(&node(&admin, "node-a").await).unwrap();
+    assert_ne!(t0.last_heartbeat_time, t1.last_heartbeat_time);
+    assert_eq!(t0.last_transition_time, t1.last_transition_time);
+
+    // Cordon ownership.
+    let cli = |args: &[&str]| d.cli(args);
+    let o = cli(&["node", "cordon"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let n = node(&admin, "node-a").await;
+    assert_eq!(n.spec.as_ref().unwrap().unschedulable, Some(true));
+    assert_eq!(ann(&n, "cordoned-by").as_deref(), Some("u-kube"));
+    let o = cli(&["node", "uncordon"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let n = node(&admin, "node-a").await;
+    assert_ne!(n.spec.as_ref().unwrap().unschedulable, Some(true));
+    assert_eq!(ann(&n, "cordoned-by"), None);
+    // An administrator's cordon is respected (exit 3), unless overridden.
+    Api::<Node>::all(admin.clone())
+        .patch(
+            "node-a",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"unschedulable": true}})),
+        )
+        .await
+        .unwrap();
+    let o = cli(&["node", "uncordon"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cordoned by someone else"));
+    let o = cli(&["node", "cordon"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("someone else"));
+    assert_eq!(
+        ann(&node(&admin, "node-a").await, "cordoned-by"),
+        None,
+        "not taken over"
+    );
+    let o = cli(&["node", "uncordon", "--override-admin-cordon"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ne!(
+        node(&admin, "node-a").await.spec.unwrap().unschedulable,
+        Some(true)
+    );
+    // Someone else uncordons a node the agent cordoned (oc adm uncordon): the record is cleared.
+    let o = cli(&["node", "cordon"]);
+    assert!(o.status.success());
+    Api::<Node>::all(admin.clone())
+        .patch(
+            "node-a",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"unschedulable": null}})),
+        )
+        .await
+        .unwrap();
+    eventually("the agent to clear its cordon record", 45, || async {
+        ann(&node(&admin, "node-a").await, "cordoned-by").is_none()
+    })
+    .await;
+
+    // RBAC is exactly deploy/rbac.yaml: the agent's identity cannot, say, delete the Node.
+    let agent = {
+        let kc = kube::config::Kubeconfig::read_from(&agent_kc).unwrap();
+        kube::Client::try_from(
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let denied = Api::<Node>::all(agent)
+        .delete("node-a", &Default::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(denied, kube::Error::Api(s) if s.code == 403));
+    let _ = BIN;
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs the cached kube-apiserver (scripts/test runs it in the kube stage)"]
+async fn a_missing_node_and_an_api_server_that_goes_away_are_reported_not_fatal() {
+    let server = ApiServer::start();
+    let admin = server.admin().await;
+    apply_rbac(&admin).await;
+    let agent_kc = server.kubeconfig("agent", AGENT_TOKEN);
+    let d = agent(&agent_kc, "node-b");
+    let status = || d.status()["cluster"].as_str().unwrap_or("").to_string();
+    eventually("a missing node to be reported", 30, || async {
+        status().contains("node node-b not found")
+    })
+    .await;
+    // The local duties go on.
+    assert_eq!(d.status()["mirrors"]["state"], "ok");
+    create_node(&admin, "node-b").await;
+    eventually("the node to be written once it exists", 90, || async {
+        condition(&node(&admin, "node-b").await).is_some()
+    })
+    .await;
+    // The API server goes away: reported, and the daemon stays up.
+    drop(server);
+    eventually("the outage to be reported", 60, || async {
+        status().starts_with("unreachable")
+    })
+    .await;
+    let o = d.cli(&["phase", "run", "pre-cordon"]);
+    assert!(
+        o.status.success(),
+        "local phases work offline: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn offline_mode_says_the_cluster_is_not_configured() {
+    let d = Daemon::start("");
+    let t = Instant::now();
+    while !d.status()["cluster"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("not configured")
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", d.status());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = d.cli(&["node", "cordon"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("skipped: no cluster configured"));
+}
