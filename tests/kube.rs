@@ -10,6 +10,8 @@ use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
@@ -156,6 +158,29 @@ impl ApiServer {
             std::thread::sleep(Duration::from_millis(300));
         }
         s
+    }
+
+    /// kube-controller-manager with only the disruption controller (it computes the
+    /// PodDisruptionBudgets' status, which evictions check).
+    fn start_kcm(&mut self) {
+        let bin = PathBuf::from(std::env::var("RNA_KUBE_BIN").unwrap());
+        let kc = self.kubeconfig("kcm", ADMIN_TOKEN);
+        let kcm = Command::new(bin.join("kube-controller-manager"))
+            .arg(format!("--kubeconfig={}", kc.display()))
+            .arg(format!("--authentication-kubeconfig={}", kc.display()))
+            .arg(format!("--authorization-kubeconfig={}", kc.display()))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--leader-elect=false",
+                "--controllers=disruption",
+                "--v=0",
+            ])
+            .arg(format!("--secure-port={}", free_port()))
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(self.dir.path().join("kcm.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.procs.push(kcm);
     }
 
     /// A kubeconfig for `token`, trusting the server's self-signed certificate.
@@ -484,4 +509,276 @@ fn offline_mode_says_the_cluster_is_not_configured() {
     let o = d.cli(&["node", "cordon"]);
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("skipped: no cluster configured"));
+}
+
+/// Create a Running, Ready pod on `node` (there is no kubelet).
+async fn running_pod(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    node: &str,
+    extra: serde_json::Value,
+) {
+    use k8s_openapi::api::core::v1::Pod;
+    let mut v = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": "web"}},
+        "spec": {"nodeName": node, "automountServiceAccountToken": false,
+                 "containers": [{"name": "c", "image": "example.invalid/pause:1"}]},
+    });
+    if let Some(m) = extra.get("metadata") {
+        for (k, val) in m.as_object().unwrap() {
+            v["metadata"][k] = val.clone();
+        }
+    }
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let pod: Pod = serde_json::from_value(v).unwrap();
+    // The service-account admission plugin sees a new namespace's account after a moment.
+    for attempt in 0.. {
+        match pods.create(&PostParams::default(), &pod).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(s)) if s.code == 403 && attempt < 30 => {
+                tokio::time::sleep(Duration::from_millis(300)).await
+            }
+            Err(e) => panic!("create pod {ns}/{name}: {e}"),
+        }
+    }
+    pods.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})),
+    )
+    .await
+    .unwrap();
+}
+
+/// The one fake-kubelet loop: pods being deleted are removed for good (what a kubelet does
+/// once their containers stopped). On its own thread: the test thread blocks on the agent's CLI.
+struct FakeKubelet(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
+
+impl Drop for FakeKubelet {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+        if let Some(t) = self.1.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn fake_kubelet(kubeconfig: PathBuf) -> FakeKubelet {
+    use k8s_openapi::api::core::v1::Pod;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let t = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .unwrap();
+            let client = kube::Client::try_from(cfg).unwrap();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(list) = Api::<Pod>::all(client.clone())
+                    .list(&Default::default())
+                    .await
+                {
+                    for p in list
+                        .items
+                        .iter()
+                        .filter(|p| p.metadata.deletion_timestamp.is_some())
+                    {
+                        let ns = p.metadata.namespace.clone().unwrap_or_default();
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        let _ = Api::<Pod>::namespaced(client.clone(), &ns)
+                            .delete(
+                                &name,
+                                &kube::api::DeleteParams {
+                                    grace_period_seconds: Some(0),
+                                    ..Default::default()
+                                },
+                            )
+                            .await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+    });
+    FakeKubelet(stop, Some(t))
+}
+
+async fn create_raw(client: &kube::Client, path: &str, body: serde_json::Value) {
+    let req = http::Request::post(path)
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    client.request_text(req).await.unwrap();
+}
+
+fn drain_agent(kubeconfig: &Path, node: &str, timeout: &str) -> Daemon {
+    let config = format!(
+        "[node]\nname = \"{node}\"\n[kubernetes]\nkubeconfig = \"/etc/rhel-node-agent/kubeconfig\"\n[kubernetes.drain]\ntimeout = \"{timeout}\"\n"
+    );
+    Daemon::start_prepared(&config, None, &[], |root| {
+        fs::copy(kubeconfig, root.join("etc/rhel-node-agent/kubeconfig")).unwrap();
+    })
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs the cached kube-apiserver (scripts/test runs it in the kube stage)"]
+async fn drain_respects_budgets_names_the_blocker_and_refuses_unmanaged_pods() {
+    use k8s_openapi::api::core::v1::Pod;
+    let mut server = ApiServer::start();
+    server.start_kcm();
+    let admin = server.admin().await;
+    apply_rbac(&admin).await;
+    create_node(&admin, "node-d").await;
+    create_node(&admin, "node-e").await;
+    create_raw(
+        &admin,
+        "/api/v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "work"}}),
+    )
+    .await;
+    // No service-account controller runs: the admission plugin wants the default account.
+    create_raw(
+        &admin,
+        "/api/v1/namespaces/work/serviceaccounts",
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+    )
+    .await;
+    create_raw(
+        &admin,
+        "/apis/policy/v1beta1/namespaces/work/poddisruptionbudgets",
+        json!({
+        "apiVersion": "policy/v1beta1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web-pdb", "namespace": "work"},
+        "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}}),
+    )
+    .await;
+    let rs_owner = json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "00000000-0000-0000-0000-000000000001", "controller": true}]}});
+    let ds_owner = json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "ds", "uid": "00000000-0000-0000-0000-000000000002", "controller": true}], "labels": {"app": "ds"}}});
+    running_pod(&admin, "work", "web-1", "node-d", rs_owner.clone()).await;
+    running_pod(&admin, "work", "web-2", "node-d", rs_owner.clone()).await;
+    running_pod(&admin, "work", "web-3", "node-e", rs_owner.clone()).await;
+    running_pod(&admin, "work", "ds-1", "node-d", ds_owner).await;
+    running_pod(
+        &admin,
+        "work",
+        "bare",
+        "node-d",
+        json!({"metadata": {"labels": {"app": "bare"}}}),
+    )
+    .await;
+    let kubelet = fake_kubelet(server.kubeconfig("kubelet", ADMIN_TOKEN));
+    let agent_kc = server.kubeconfig("agent", AGENT_TOKEN);
+    let d = drain_agent(&agent_kc, "node-d", "6s");
+
+    // An unmanaged pod: refused, naming it, and nothing is evicted.
+    let o = d.cli(&["node", "drain"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains("work/bare") && err.contains("not managed by a controller"),
+        "{err}"
+    );
+    let pods = Api::<Pod>::namespaced(admin.clone(), "work");
+    assert!(pods.get_opt("web-1").await.unwrap().is_some());
+    pods.delete("bare", &Default::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The budget (minAvailable 2 of 3 healthy) allows one eviction: the drain times out on the
+    // second and names it and the budget.
+    let dry = d.cli(&["node", "drain", "--dry-run"]);
+    let out = String::from_utf8_lossy(&dry.stdout).to_string();
+    assert!(
+        out.contains("would evict work/web-1")
+            && out.contains("left work/ds-1 (managed by a DaemonSet)"),
+        "{out}"
+    );
+    // The disruption controller has computed the budget: one disruption allowed.
+    let kcm_log = server.dir.path().join("kcm.log");
+    let mut allowed = -1;
+    for _ in 0..150 {
+        let req =
+            http::Request::get("/apis/policy/v1beta1/namespaces/work/poddisruptionbudgets/web-pdb")
+                .body(Vec::new())
+                .unwrap();
+        let v: serde_json::Value = admin.request(req).await.unwrap();
+        allowed = v["status"]["disruptionsAllowed"].as_i64().unwrap_or(-1);
+        if allowed == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        allowed,
+        1,
+        "PDB status not computed; kcm log:\n{}",
+        fs::read_to_string(&kcm_log).unwrap_or_default()
+    );
+    let t = Instant::now();
+    let o = d.cli(&["node", "drain"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(err.contains("timed out after 6 s"), "{err}");
+    assert!(
+        err.contains("blocked by PodDisruptionBudget work/web-pdb"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "the client did not sit on a 429: {:?}",
+        t.elapsed()
+    );
+    let left: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("node-d"))
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(
+        left.len(),
+        2,
+        "one web pod and the DaemonSet pod stay: {left:?}; drain said: {err}"
+    );
+    assert!(left.contains(&"ds-1".to_string()));
+
+    // A replacement becomes ready elsewhere: the budget allows it, and the drain finishes.
+    running_pod(&admin, "work", "web-4", "node-e", rs_owner).await;
+    let o = d.cli(&["node", "drain"]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("node node-d drained"));
+    let left: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("node-d"))
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(left, ["ds-1"]);
+    drop(kubelet);
 }

@@ -141,6 +141,11 @@ impl Cluster {
         }))
     }
 
+    /// The client (for the drain and other callers in this adapter).
+    pub(crate) fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
     fn nodes(&self) -> Api<Node> {
         Api::all(self.client.clone())
     }

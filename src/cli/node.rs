@@ -5,6 +5,7 @@
 use clap::Subcommand;
 
 use super::{CliError, Exit, Global, OutputFormat};
+use crate::adapters::drain::DrainOptions;
 use crate::adapters::kube::{Cluster, CordonOutcome, KubeError};
 
 /// `node` subcommands.
@@ -56,10 +57,40 @@ pub fn run(cmd: &NodeCommand, g: &Global) -> Result<Exit, CliError> {
             NodeCommand::Uncordon {
                 override_admin_cordon,
             } => c.uncordon(*override_admin_cordon).await,
-            NodeCommand::Drain { .. } => {
-                return Err(CliError::failed(
-                    "drain is not available in this build yet; use oc adm drain",
-                ))
+            NodeCommand::Drain { dry_run } => {
+                let d = &s.kubernetes.drain;
+                let opts = DrainOptions {
+                    timeout: d.timeout,
+                    concurrency: d.concurrency as usize,
+                    force: d.force,
+                    delete_emptydir_data: d.delete_emptydir_data,
+                    escalate_after_timeout: d.escalate_after_timeout,
+                    dry_run: *dry_run,
+                };
+                let r = c.drain(&opts).await.map_err(kube_err)?;
+                let mut lines = Vec::new();
+                for p in &r.would_evict {
+                    lines.push(format!("would evict {p}"));
+                }
+                for p in &r.evicted {
+                    lines.push(format!("evicted {p}"));
+                }
+                for p in &r.deleted {
+                    lines.push(format!("deleted {p} (after the timeout)"));
+                }
+                for p in &r.left {
+                    lines.push(format!("left {p}"));
+                }
+                lines.push(if *dry_run {
+                    format!("dry run: nothing was evicted from node {node}")
+                } else {
+                    format!("node {node} drained")
+                });
+                return Ok(Some(if r.evicted.is_empty() && r.deleted.is_empty() {
+                    CordonOutcome::Unchanged(lines.join("\n"))
+                } else {
+                    CordonOutcome::Changed(lines.join("\n"))
+                }));
             }
         };
         r.map(Some).map_err(kube_err)

@@ -1014,9 +1014,32 @@ impl PhaseCtx {
                 r => r,
             },
             _ => {
-                return BuiltinOutcome::Failed(
-                    "drain is not available in this build yet: set upgrade.builtin_cordon_drain = false and let Ansible drain (oc adm drain)".into(),
-                )
+                let d = &self.s.kubernetes.drain;
+                let opts = crate::adapters::drain::DrainOptions {
+                    timeout: d.timeout,
+                    concurrency: d.concurrency as usize,
+                    force: d.force,
+                    delete_emptydir_data: d.delete_emptydir_data,
+                    escalate_after_timeout: d.escalate_after_timeout,
+                    dry_run: false,
+                };
+                return match c.drain(&opts).await {
+                    Ok(r) => BuiltinOutcome::Done(format!(
+                        "{} pod(s) evicted{}{}",
+                        r.evicted.len(),
+                        if r.left.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {} left (DaemonSet or mirror pods)", r.left.len())
+                        },
+                        if r.deleted.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {} deleted after the timeout", r.deleted.len())
+                        }
+                    )),
+                    Err(e) => BuiltinOutcome::Failed(e.to_string()),
+                };
             }
         };
         match r {
