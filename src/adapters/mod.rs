@@ -7,5 +7,6 @@ pub mod fs;
 pub mod hooks;
 pub mod journald;
 pub mod kube;
+pub mod lease;
 pub mod registries;
 pub mod systemd;

@@ -130,7 +130,8 @@ impl ClusterService {
         })
     }
 
-    fn set_status(&self, line: &str) {
+    /// Set the `cluster` line of the status.
+    pub fn set_status(&self, line: &str) {
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
         if st.cluster != line {
             st.cluster = line.to_string();
@@ -181,7 +182,7 @@ impl ClusterService {
             let wait = match self.once(&mut last, &mut last_check, heartbeat).await {
                 Ok(()) => {
                     backoff = Duration::from_secs(1);
-                    TICK
+                    TICK.min(heartbeat)
                 }
                 Err(e) => {
                     let line = match &e {
@@ -231,11 +232,55 @@ impl ClusterService {
         }
         if last_check.elapsed() >= OWNERSHIP_CHECK {
             *last_check = Instant::now();
+            self.keep_slot(&c).await?;
             if c.forget_foreign_uncordon().await? {
                 tracing::info!(rna_component = "cluster", node = %c.node, "someone else uncordoned the node; the agent's cordon record is cleared");
             }
         }
-        self.set_status(&format!("connected (node {})", c.node));
+        let st = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cluster
+            .clone();
+        if !st.starts_with("waiting for an upgrade slot") && !st.contains("holding") {
+            self.set_status(&format!("connected (node {})", c.node));
+        }
+        Ok(())
+    }
+
+    /// Renew the slot of the open upgrade (every 30 s; a restart or reboot resumes it), and give
+    /// back any slot this node holds when no upgrade is open (after post-upgrade or a reset).
+    async fn keep_slot(&self, c: &Cluster) -> Result<(), KubeError> {
+        let s = self
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let k = &s.kubernetes;
+        let (open_id, _, _, _) = self.phases.node_facts();
+        let held = c
+            .held_slots(
+                &k.lease_namespace,
+                &format!("{}/", c.node),
+                k.max_unavailable,
+            )
+            .await?;
+        let mine = open_id.map(|id| format!("{}/{id}", c.node));
+        for (i, identity) in held {
+            if Some(&identity) == mine.as_ref() {
+                c.renew(&k.lease_namespace, &identity, i, k.lease_duration)
+                    .await?;
+                self.set_status(&format!(
+                    "connected (node {}), holding {}",
+                    c.node,
+                    crate::adapters::lease::slot_name(i)
+                ));
+            } else if c.release(&k.lease_namespace, &identity, i).await? {
+                tracing::info!(rna_component = "cluster", lease = %crate::adapters::lease::slot_name(i), holder = %identity, "upgrade slot released (no open upgrade holds it)");
+                self.set_status(&format!("connected (node {})", c.node));
+            }
+        }
         Ok(())
     }
 }

@@ -978,7 +978,11 @@ impl PhaseCtx {
     async fn builtin(&self, b: Builtin) -> BuiltinOutcome {
         match b {
             Builtin::FirewalldUpgradeState => self.firewalld().await,
-            Builtin::Cordon | Builtin::Drain | Builtin::Uncordon => self.cluster_step(b).await,
+            Builtin::Cordon
+            | Builtin::Drain
+            | Builtin::Uncordon
+            | Builtin::AcquireSlot
+            | Builtin::ReleaseSlot => self.cluster_step(b).await,
             Builtin::ReconcileMirrors => {
                 let (reply, rx) = oneshot::channel();
                 let req = ReconcileRequest {
@@ -1007,6 +1011,33 @@ impl PhaseCtx {
             Err(e) => return BuiltinOutcome::Failed(e.to_string()),
         };
         use crate::adapters::kube::{CordonOutcome, KubeError};
+        let identity = format!("{}/{}", c.node, self.id);
+        let k = &self.s.kubernetes;
+        match b {
+            Builtin::AcquireSlot => return self.acquire_slot(&svc, &c, &identity).await,
+            Builtin::ReleaseSlot => {
+                let slots = k.max_unavailable.max(1);
+                return match c.held_slots(&k.lease_namespace, &identity, slots).await {
+                    Ok(held) => {
+                        let mut freed = Vec::new();
+                        for (i, h) in held.iter().filter(|(_, h)| *h == identity) {
+                            match c.release(&k.lease_namespace, h, *i).await {
+                                Ok(true) => freed.push(crate::adapters::lease::slot_name(*i)),
+                                Ok(false) => {}
+                                Err(e) => return BuiltinOutcome::Failed(e.to_string()),
+                            }
+                        }
+                        if freed.is_empty() {
+                            BuiltinOutcome::Done(format!("no upgrade slot held by {identity}"))
+                        } else {
+                            BuiltinOutcome::Done(format!("released {}", freed.join(", ")))
+                        }
+                    }
+                    Err(e) => BuiltinOutcome::Failed(e.to_string()),
+                };
+            }
+            _ => {}
+        }
         let r = match b {
             Builtin::Cordon => c.cordon(&self.id).await,
             Builtin::Uncordon => match c.uncordon(false).await {
@@ -1046,6 +1077,78 @@ impl PhaseCtx {
             Ok(CordonOutcome::Changed(m)) => BuiltinOutcome::Done(m),
             Ok(CordonOutcome::Unchanged(m)) => BuiltinOutcome::Done(m),
             Err(e) => BuiltinOutcome::Failed(e.to_string()),
+        }
+    }
+
+    /// Wait for one of the cluster's upgrade slots; the phase keeps running (and says so) while
+    /// every slot is held by another node.
+    async fn acquire_slot(
+        &self,
+        svc: &super::cluster::ClusterService,
+        c: &crate::adapters::kube::Cluster,
+        identity: &str,
+    ) -> BuiltinOutcome {
+        use crate::adapters::lease::{slot_name, SlotTry};
+        let k = &self.s.kubernetes;
+        let mut said = String::new();
+        let mut backoff = std::time::Duration::from_secs(1);
+        let mut tell = |msg: String| {
+            if msg != said {
+                let mut st = Step::started(
+                    Builtin::AcquireSlot.name(),
+                    StepKind::Builtin,
+                    &Self::time(),
+                );
+                st.message = msg.clone();
+                self.emit_step(&st);
+                tracing::info!(rna_component = "cluster", "{msg}");
+                svc.set_status(&msg);
+                said = msg;
+            }
+        };
+        loop {
+            let tried = match c
+                .max_unavailable(&k.lease_namespace, k.max_unavailable)
+                .await
+            {
+                Ok(slots) => c
+                    .try_slot(&k.lease_namespace, identity, slots, k.lease_duration)
+                    .await
+                    .map(|t| (slots, t)),
+                Err(e) => Err(e),
+            };
+            match tried {
+                Ok((slots, SlotTry::Held(i))) => {
+                    svc.set_status(&format!(
+                        "connected (node {}), holding {}",
+                        c.node,
+                        slot_name(i)
+                    ));
+                    return BuiltinOutcome::Done(format!(
+                        "holding upgrade slot {} of {slots} as {identity}",
+                        slot_name(i)
+                    ));
+                }
+                Ok((slots, SlotTry::Busy(holders))) => {
+                    tell(format!(
+                        "waiting for an upgrade slot ({slots} in all, held by {})",
+                        holders.join(", ")
+                    ));
+                    backoff = std::time::Duration::from_secs(2);
+                }
+                // A configuration problem: reported at once.
+                Err(e) if e.code() == 403 || e.code() == 401 => {
+                    return BuiltinOutcome::Failed(format!("{e} (is deploy/rbac.yaml applied?)"))
+                }
+                // Without its slot the node must not go on: wait through API outages.
+                Err(e) => {
+                    tell(format!(
+                        "waiting for the API server to take an upgrade slot: {e}"
+                    ));
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                }
+            }
+            tokio::time::sleep(backoff).await;
         }
     }
 

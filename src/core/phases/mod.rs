@@ -95,6 +95,10 @@ pub struct BuiltinPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Builtin {
+    /// Take one of the cluster's upgrade slots (a Lease), waiting for one (start of pre-cordon).
+    AcquireSlot,
+    /// Give the slot back (end of post-upgrade).
+    ReleaseSlot,
     /// Put firewalld into `upgrade.firewalld_state` (start of pre-upgrade).
     FirewalldUpgradeState,
     /// Cordon the node (after the pre-cordon hooks).
@@ -111,6 +115,8 @@ impl Builtin {
     /// The step name in the journal and in progress output.
     pub fn name(self) -> &'static str {
         match self {
+            Builtin::AcquireSlot => "acquire-upgrade-slot",
+            Builtin::ReleaseSlot => "release-upgrade-slot",
             Builtin::FirewalldUpgradeState => "firewalld-upgrade-state",
             Builtin::Cordon => "cordon",
             Builtin::Drain => "drain",
@@ -129,12 +135,16 @@ pub enum PlannedStep {
     Hooks,
 }
 
-/// The order of a phase's steps: hooks first, built-ins after them, except the firewalld step of
-/// pre-upgrade, which comes first (the documented step must hold before anything else runs). A
-/// mirror reconcile sits after the drain and before the uncordon, so a change that needs a drain
-/// lands while the node is empty.
+/// The order of a phase's steps: hooks first, built-ins after them, except two that must hold
+/// before anything else runs: the upgrade slot at the start of pre-cordon (serialization across
+/// nodes) and the firewalld step of pre-upgrade (the documented step). A mirror reconcile sits
+/// after the drain and before the uncordon, so a change that needs a drain lands while the node is
+/// empty; the slot is given back last.
 pub fn plan(phase: Phase, b: &BuiltinPlan) -> Vec<PlannedStep> {
     let mut steps = Vec::new();
+    if phase == Phase::PreCordon {
+        steps.push(PlannedStep::Builtin(Builtin::AcquireSlot));
+    }
     if phase == Phase::PreUpgrade && b.firewalld_during_upgrade.is_some() {
         steps.push(PlannedStep::Builtin(Builtin::FirewalldUpgradeState));
     }
@@ -148,6 +158,9 @@ pub fn plan(phase: Phase, b: &BuiltinPlan) -> Vec<PlannedStep> {
     }
     if phase == Phase::PreUncordon && b.cordon_drain {
         steps.push(PlannedStep::Builtin(Builtin::Uncordon));
+    }
+    if phase == Phase::PostUpgrade {
+        steps.push(PlannedStep::Builtin(Builtin::ReleaseSlot));
     }
     steps
 }
@@ -192,13 +205,13 @@ mod tests {
 
     #[test]
     fn plan_puts_firewalld_first_and_builtins_after_hooks() {
-        use self::Builtin::{Cordon, Drain, FirewalldUpgradeState};
+        use self::Builtin::{AcquireSlot, Cordon, Drain, FirewalldUpgradeState, ReleaseSlot};
         use self::Builtin::{ReconcileMirrors, Uncordon};
         use PlannedStep::{Builtin, Hooks};
         let b = builtins(true, Phase::PreUncordon, true);
         assert_eq!(
             plan(Phase::PreCordon, &b),
-            vec![Hooks, Builtin(Cordon), Builtin(Drain)]
+            vec![Builtin(AcquireSlot), Hooks, Builtin(Cordon), Builtin(Drain)]
         );
         assert_eq!(
             plan(Phase::PreUpgrade, &b),
@@ -208,11 +221,15 @@ mod tests {
             plan(Phase::PreUncordon, &b),
             vec![Hooks, Builtin(ReconcileMirrors), Builtin(Uncordon)]
         );
-        assert_eq!(plan(Phase::PostUpgrade, &b), vec![Hooks]);
+        assert_eq!(
+            plan(Phase::PostUpgrade, &b),
+            vec![Hooks, Builtin(ReleaseSlot)]
+        );
         let b = builtins(false, Phase::PreCordon, true);
         assert_eq!(
             plan(Phase::PreCordon, &b),
             vec![
+                Builtin(AcquireSlot),
                 Hooks,
                 Builtin(Cordon),
                 Builtin(Drain),
