@@ -276,13 +276,15 @@ async fn apply_rbac(client: &kube::Client) {
                     .unwrap();
             }
             "Role" => {
-                Api::<Role>::namespaced(client.clone(), "rhel-node-agent")
+                let ns = v["metadata"]["namespace"].as_str().unwrap().to_string();
+                Api::<Role>::namespaced(client.clone(), &ns)
                     .create(&pp, &serde_json::from_value(v).unwrap())
                     .await
                     .unwrap();
             }
             "RoleBinding" => {
-                Api::<RoleBinding>::namespaced(client.clone(), "rhel-node-agent")
+                let ns = v["metadata"]["namespace"].as_str().unwrap().to_string();
+                Api::<RoleBinding>::namespaced(client.clone(), &ns)
                     .create(&pp, &serde_json::from_value(v).unwrap())
                     .await
                     .unwrap();
@@ -402,6 +404,26 @@ async fn node_condition_annotations_and_cordon_ownership_against_a_real_api_serv
     eventually("the phase in the annotations", 30, || async {
         ann(&node(&admin, "node-a").await, "upgrade-id").as_deref() == Some("u-kube")
     })
+    .await;
+    eventually(
+        "PhaseStarted and PhaseSucceeded events on node-a",
+        30,
+        || async {
+            use k8s_openapi::api::core::v1::Event;
+            let evs = Api::<Event>::namespaced(admin.clone(), "default")
+                .list(&Default::default())
+                .await
+                .unwrap();
+            let reasons: Vec<String> = evs
+                .items
+                .iter()
+                .filter(|e| e.involved_object.name.as_deref() == Some("node-a"))
+                .filter_map(|e| e.reason.clone())
+                .collect();
+            reasons.contains(&"PhaseStarted".to_string())
+                && reasons.contains(&"PhaseSucceeded".to_string())
+        },
+    )
     .await;
     let n = node(&admin, "node-a").await;
     assert_eq!(ann(&n, "state").as_deref(), Some("Working"));

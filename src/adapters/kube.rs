@@ -219,6 +219,36 @@ impl Cluster {
         Ok(())
     }
 
+    /// Record an Event on this Node (namespace `default`, as the kubelet's node events), so
+    /// `oc describe node` shows the agent's phase transitions and drift.
+    pub async fn event(&self, warning: bool, reason: &str, message: &str) -> Result<(), KubeError> {
+        use k8s_openapi::api::core::v1::Event;
+        let node = self.node().await?;
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        let ev: Event = serde_json::from_value(json!({
+            "metadata": {"generateName": format!("{}.rhel-node-agent.", self.node), "namespace": "default"},
+            "involvedObject": {"kind": "Node", "name": self.node, "uid": node.metadata.uid, "apiVersion": "v1"},
+            "reason": reason, "message": message, "type": if warning { "Warning" } else { "Normal" },
+            "source": {"component": "rhel-node-agent", "host": self.node},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }))
+        .map_err(|e| KubeError::Api {
+            what: "build event".into(),
+            code: 0,
+            message: e.to_string(),
+        })?;
+        Api::<Event>::namespaced(self.client.clone(), "default")
+            .create(&Default::default(), &ev)
+            .await
+            .map(|_| ())
+            .map_err(api_err(format!(
+                "create event {reason} for node {}",
+                self.node
+            )))
+    }
+
     /// Cordon for `upgrade_id`, recording that the agent did it. A node someone else cordoned is
     /// left as it is (and will not be uncordoned by the agent).
     pub async fn cordon(&self, upgrade_id: &str) -> Result<CordonOutcome, KubeError> {

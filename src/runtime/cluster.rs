@@ -30,7 +30,13 @@ pub struct ClusterService {
     pub cluster: tokio::sync::Mutex<Option<(String, Cluster)>>,
     /// Wakes the loop early (settings changed, a phase transition).
     pub wake: tokio::sync::Notify,
+    /// Events waiting to be posted: (warning, reason, message). Bounded: an unreachable API
+    /// server does not make the daemon grow.
+    events: Mutex<std::collections::VecDeque<(bool, String, String)>>,
 }
+
+/// Events kept while the API server is away.
+const EVENTS_KEPT: usize = 50;
 
 /// The report for the current local facts.
 pub fn facts(st: &DaemonStatus, phases: &PhaseService) -> NodeReport {
@@ -127,7 +133,29 @@ impl ClusterService {
             phases,
             cluster: tokio::sync::Mutex::new(None),
             wake: tokio::sync::Notify::new(),
+            events: Mutex::new(std::collections::VecDeque::new()),
         })
+    }
+
+    /// Queue an Event for the Node (posted by the loop; dropped offline).
+    pub fn event(&self, warning: bool, reason: &str, message: &str) {
+        let offline = self
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .kubernetes
+            .kubeconfig
+            .is_empty();
+        if offline {
+            return;
+        }
+        let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() == EVENTS_KEPT {
+            q.pop_front();
+        }
+        q.push_back((warning, reason.to_string(), message.to_string()));
+        drop(q);
+        self.wake.notify_one();
     }
 
     /// Set the `cluster` line of the status.
@@ -229,6 +257,24 @@ impl ClusterService {
             c.report(&report, annotations_changed).await?;
             tracing::debug!(rna_component = "cluster", node = %c.node, annotations = annotations_changed, "node status written");
             *last = Some((report, Instant::now()));
+        }
+        loop {
+            let next = self
+                .events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front();
+            let Some((warning, reason, message)) = next else {
+                break;
+            };
+            if let Err(e) = c.event(warning, &reason, &message).await {
+                // Keep it for the next round.
+                self.events
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_front((warning, reason, message));
+                return Err(e);
+            }
         }
         if last_check.elapsed() >= OWNERSHIP_CHECK {
             *last_check = Instant::now();

@@ -219,6 +219,9 @@ impl FirewallService {
                 if drift {
                     self.metrics.firewalld_drifts.inc();
                     tracing::warn!(rna_component = "firewalld", trigger, before = %before, after = %after, restored = %what.join("; "), "firewalld drift restored");
+                    if let Some(c) = self.phases.cluster() {
+                        c.event(true, "FirewalldDrift", &format!("firewalld changed behind the agent's back and was restored: {before} → {after}: {}", what.join("; ")));
+                    }
                 } else if r.changed() {
                     tracing::info!(rna_component = "firewalld", trigger, before = %before, after = %after, actions = %what.join("; "), "firewalld brought to its declared state");
                 } else {

@@ -298,7 +298,8 @@ impl PhaseService {
         let _ = self.cluster.set(Arc::downgrade(c));
     }
 
-    fn cluster(&self) -> Option<Arc<super::cluster::ClusterService>> {
+    /// The cluster component, when running.
+    pub fn cluster(&self) -> Option<Arc<super::cluster::ClusterService>> {
         self.cluster.get().and_then(|w| w.upgrade())
     }
 
@@ -524,6 +525,13 @@ impl PhaseService {
             false,
         );
         tracing::info!(rna_component = "phases", rna_phase = %phase, upgrade_id = %id, attempt, reboot_detected = reboot, "phase started");
+        if let Some(c) = self.cluster() {
+            c.event(
+                false,
+                "PhaseStarted",
+                &format!("{phase} of upgrade {id} started (attempt {attempt})"),
+            );
+        }
         attach(run.clone(), tx);
         let svc = self.clone();
         let task = tokio::spawn(async move {
@@ -548,6 +556,21 @@ impl PhaseService {
                 tracing::info!(rna_component = "phases", rna_phase = %phase, upgrade_id = %id, attempt, "phase succeeded");
             } else {
                 tracing::error!(rna_component = "phases", rna_phase = %phase, upgrade_id = %id, attempt, error = %message, "phase failed");
+            }
+            if let Some(c) = svc.cluster() {
+                if ok {
+                    c.event(
+                        false,
+                        "PhaseSucceeded",
+                        &format!("{phase} of upgrade {id} succeeded"),
+                    );
+                } else {
+                    c.event(
+                        true,
+                        "PhaseFailed",
+                        &format!("{phase} of upgrade {id} failed: {message}"),
+                    );
+                }
             }
             let result = result_event(
                 Some(phase),
