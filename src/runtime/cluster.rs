@@ -33,6 +33,8 @@ pub struct ClusterService {
     /// Events waiting to be posted: (warning, reason, message). Bounded: an unreachable API
     /// server does not make the daemon grow.
     events: Mutex<std::collections::VecDeque<(bool, String, String)>>,
+    /// No upgrade is open and the slots were already checked for leftovers.
+    idle_checked: Mutex<bool>,
 }
 
 /// Events kept while the API server is away.
@@ -134,6 +136,7 @@ impl ClusterService {
             cluster: tokio::sync::Mutex::new(None),
             wake: tokio::sync::Notify::new(),
             events: Mutex::new(std::collections::VecDeque::new()),
+            idle_checked: Mutex::new(false),
         })
     }
 
@@ -304,7 +307,12 @@ impl ClusterService {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let k = &s.kubernetes;
-        let (open_id, _, _, _) = self.phases.node_facts();
+        let (open_id, _, _, open) = self.phases.node_facts();
+        // Idle API traffic: with no upgrade open, look for a slot to give back only once (after
+        // start, or after the upgrade closed); then not again until an upgrade opens.
+        if !open && *self.idle_checked.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(());
+        }
         let held = c
             .held_slots(
                 &k.lease_namespace,
@@ -327,6 +335,7 @@ impl ClusterService {
                 self.set_status(&format!("connected (node {})", c.node));
             }
         }
+        *self.idle_checked.lock().unwrap_or_else(|p| p.into_inner()) = !open;
         Ok(())
     }
 }
