@@ -45,6 +45,15 @@ struct ApiServer {
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default();
+            let start = log.find("panic:").or_else(|| log.find("fatal error")).unwrap_or(log.len().saturating_sub(3000));
+            let tail: Vec<&str> = log[start..].lines().take(25).collect();
+            eprintln!("--- apiserver.log (last lines) ---");
+            for l in tail.iter() {
+                eprintln!("{l}");
+            }
+        }
         for p in &mut self.procs {
             let _ = p.kill();
             let _ = p.wait();
@@ -243,10 +252,14 @@ fn spawn_api(cmd: &[std::ffi::OsString], dir: &Path) -> Child {
 
 /// Apply deploy/rbac.yaml as the admin (the agent gets exactly this).
 async fn apply_rbac(client: &kube::Client) {
+    apply_manifest(client, "deploy/rbac.yaml").await
+}
+
+/// Apply one of the repository's RBAC manifests as the admin.
+async fn apply_manifest(client: &kube::Client, file: &str) {
     use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-    let text =
-        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml")).unwrap();
+    let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
     let pp = PostParams::default();
     for doc in text.split("\n---\n") {
         let v: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
@@ -709,11 +722,21 @@ fn fake_kubelet(kubeconfig: PathBuf) -> FakeKubelet {
 }
 
 async fn create_raw(client: &kube::Client, path: &str, body: serde_json::Value) {
-    let req = http::Request::post(path)
-        .header("Content-Type", "application/json")
-        .body(serde_json::to_vec(&body).unwrap())
-        .unwrap();
-    client.request_text(req).await.unwrap();
+    // A pooled connection the server closed while the test thread was blocked is retried.
+    for attempt in 0.. {
+        let req = http::Request::post(path)
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        match client.request_text(req).await {
+            Ok(_) => return,
+            Err(kube::Error::Service(e)) if attempt < 3 => {
+                eprintln!("retrying POST {path}: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("POST {path}: {e}"),
+        }
+    }
 }
 
 fn drain_agent(kubeconfig: &Path, node: &str, timeout: &str) -> Daemon {
@@ -1002,4 +1025,151 @@ async fn leases_serialize_upgrades_across_nodes_and_an_expired_holder_is_replace
         t.elapsed()
     );
     drop(dying);
+}
+
+/// Register the MachineHealthCheck CRD (machine.openshift.io/v1beta1) and wait until it is served.
+async fn register_mhc_crd(admin: &kube::Client) {
+    create_raw(
+        admin,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "machinehealthchecks.machine.openshift.io"},
+            "spec": {"group": "machine.openshift.io", "scope": "Namespaced",
+                "names": {"plural": "machinehealthchecks", "singular": "machinehealthcheck", "kind": "MachineHealthCheck"},
+                "versions": [{"name": "v1beta1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}),
+    )
+    .await;
+    create_raw(
+        admin,
+        "/api/v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "openshift-machine-api"}}),
+    )
+    .await;
+    let path =
+        "/apis/machine.openshift.io/v1beta1/namespaces/openshift-machine-api/machinehealthchecks";
+    for _ in 0..100 {
+        let req = http::Request::get(path).body(Vec::new()).unwrap();
+        if admin.request_text(req).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the MachineHealthCheck CRD is not served");
+}
+
+async fn mhc_annotations(
+    admin: &kube::Client,
+    name: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    let req = http::Request::get(format!(
+        "/apis/machine.openshift.io/v1beta1/namespaces/openshift-machine-api/machinehealthchecks/{name}"
+    ))
+    .body(Vec::new())
+    .unwrap();
+    let v: serde_json::Value = admin.request(req).await.unwrap();
+    v["metadata"]["annotations"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs the cached kube-apiserver (scripts/test runs it in the kube stage)"]
+async fn machine_health_checks_are_paused_while_any_node_holds_a_slot() {
+    let server = ApiServer::start();
+    let admin = server.admin().await;
+    apply_rbac(&admin).await;
+    register_mhc_crd(&admin).await;
+    apply_manifest(&admin, "deploy/rbac-mhc.yaml").await;
+    let mhcs =
+        "/apis/machine.openshift.io/v1beta1/namespaces/openshift-machine-api/machinehealthchecks";
+    create_raw(
+        &admin,
+        mhcs,
+        json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineHealthCheck",
+        "metadata": {"name": "workers"}, "spec": {"maxUnhealthy": "40%"}}),
+    )
+    .await;
+    create_raw(&admin, mhcs, json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineHealthCheck",
+        "metadata": {"name": "admin-paused", "annotations": {"cluster.x-k8s.io/paused": ""}}, "spec": {}})).await;
+    // Two slots: both nodes upgrade at once.
+    create_raw(
+        &admin,
+        "/api/v1/namespaces/rhel-node-agent/configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "upgrade"}, "data": {"maxUnavailable": "2"}}),
+    )
+    .await;
+    for n in ["m1", "m2"] {
+        create_node(&admin, n).await;
+    }
+    let kc = server.kubeconfig("agent", AGENT_TOKEN);
+    let agent = |node: &str| {
+        let config = format!(
+            "[node]\nname = \"{node}\"\n[kubernetes]\nkubeconfig = \"/etc/rhel-node-agent/kubeconfig\"\npause_machine_health_checks = true\n"
+        );
+        let kc = kc.clone();
+        Daemon::start_prepared(&config, None, &[], move |root| {
+            fs::copy(&kc, root.join("etc/rhel-node-agent/kubeconfig")).unwrap();
+        })
+    };
+    let (d1, d2) = (agent("m1"), agent("m2"));
+    let run = |d: &Daemon, phase: &str| {
+        let o = d.cli(&["phase", "run", phase]);
+        assert!(
+            o.status.success(),
+            "{phase}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let out = run(&d1, "pre-cordon");
+    assert!(
+        out.contains("paused MachineHealthCheck(s) workers"),
+        "{out}"
+    );
+    let a = mhc_annotations(&admin, "workers").await;
+    assert_eq!(
+        a.get("cluster.x-k8s.io/paused").and_then(|v| v.as_str()),
+        Some("")
+    );
+    assert!(a.contains_key(&format!("{PREFIX}/paused-mhc")), "{a:?}");
+    let b = mhc_annotations(&admin, "admin-paused").await;
+    assert!(
+        !b.contains_key(&format!("{PREFIX}/paused-mhc")),
+        "someone else's pause is not taken over"
+    );
+    run(&d2, "pre-cordon");
+    for p in ["pre-upgrade", "pre-uncordon"] {
+        run(&d1, p);
+    }
+    let out = run(&d1, "post-upgrade");
+    assert!(
+        out.contains("stay paused: another node holds an upgrade slot"),
+        "{out}"
+    );
+    assert!(mhc_annotations(&admin, "workers")
+        .await
+        .contains_key("cluster.x-k8s.io/paused"));
+    for p in ["pre-upgrade", "pre-uncordon"] {
+        run(&d2, p);
+    }
+    let out = run(&d2, "post-upgrade");
+    assert!(
+        out.contains("unpaused MachineHealthCheck(s) workers"),
+        "{out}"
+    );
+    let a = mhc_annotations(&admin, "workers").await;
+    assert!(
+        !a.contains_key("cluster.x-k8s.io/paused")
+            && !a.contains_key(&format!("{PREFIX}/paused-mhc")),
+        "{a:?}"
+    );
+    let b = mhc_annotations(&admin, "admin-paused").await;
+    assert!(
+        b.contains_key("cluster.x-k8s.io/paused"),
+        "the administrator's pause stays"
+    );
 }

@@ -233,6 +233,27 @@ impl Cluster {
         Ok(out)
     }
 
+    /// True when any node holds a slot that has not expired.
+    pub async fn any_slot_held(&self, ns: &str, slots: u32) -> Result<bool, KubeError> {
+        let api = self.leases(ns);
+        let now = k8s_openapi::jiff::Timestamp::now();
+        for i in 0..slots.max(1) + 4 {
+            let name = slot_name(i);
+            if let Some(l) = api
+                .get_opt(&name)
+                .await
+                .map_err(err(format!("get lease {ns}/{name}")))?
+            {
+                if let Some(s) = l.spec.as_ref() {
+                    if !s.holder_identity.as_deref().unwrap_or("").is_empty() && !expired(s, now) {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Give slot `i` back (clear its holder), if `identity` still holds it.
     pub async fn release(&self, ns: &str, identity: &str, i: u32) -> Result<bool, KubeError> {
         let api = self.leases(ns);

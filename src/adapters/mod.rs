@@ -8,5 +8,6 @@ pub mod hooks;
 pub mod journald;
 pub mod kube;
 pub mod lease;
+pub mod mhc;
 pub mod registries;
 pub mod systemd;

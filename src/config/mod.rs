@@ -242,6 +242,8 @@ pub struct KubernetesSettings {
     pub lease_duration: Duration,
     /// Upgrade slots (the ConfigMap wins when present).
     pub max_unavailable: u32,
+    /// Pause OpenShift's MachineHealthChecks while a node holds a slot.
+    pub pause_machine_health_checks: bool,
     /// `[kubernetes.drain]`.
     pub drain: DrainSettings,
 }
@@ -766,7 +768,8 @@ impl Settings {
                     heartbeat,
                     lease_namespace,
                     lease_duration,
-                    max_unavailable
+                    max_unavailable,
+                    pause_machine_health_checks
                 );
                 if let Some(d) = &x.drain {
                     let kd = kube.drain.get_or_insert_with(DrainFrag::default);
@@ -936,6 +939,9 @@ impl Settings {
             }
             k.max_unavailable = v;
         }
+        if let Some(v) = kube.pause_machine_health_checks {
+            k.pause_machine_health_checks = v;
+        }
         if let Some(d) = kube.drain {
             if let Some(v) = d.timeout {
                 k.drain.timeout =
@@ -1066,6 +1072,7 @@ impl Settings {
                 lease_namespace: "rhel-node-agent".into(),
                 lease_duration: Duration::from_secs(1800),
                 max_unavailable: 1,
+                pause_machine_health_checks: false,
                 drain: DrainSettings {
                     timeout: Duration::from_secs(3600),
                     concurrency: 10,

@@ -335,9 +335,32 @@ impl ClusterService {
                 self.set_status(&format!("connected (node {})", c.node));
             }
         }
+        if !open && k.pause_machine_health_checks {
+            let m = unpause_when_idle(c, k).await?;
+            tracing::debug!(rna_component = "cluster", result = %m, "machinehealthcheck pauses checked");
+        }
         *self.idle_checked.lock().unwrap_or_else(|p| p.into_inner()) = !open;
         Ok(())
     }
+}
+
+/// Remove the agent's MachineHealthCheck pauses when no node holds an upgrade slot any more;
+/// otherwise leave them for the last node to finish. Returns what was done.
+pub async fn unpause_when_idle(
+    c: &Cluster,
+    k: &crate::config::KubernetesSettings,
+) -> Result<String, KubeError> {
+    if c.any_slot_held(&k.lease_namespace, k.max_unavailable)
+        .await?
+    {
+        return Ok("MachineHealthChecks stay paused: another node holds an upgrade slot".into());
+    }
+    let names = c.unpause_mhcs().await?;
+    Ok(if names.is_empty() {
+        "no MachineHealthCheck paused by the agent".into()
+    } else {
+        format!("unpaused MachineHealthCheck(s) {}", names.join(", "))
+    })
 }
 
 /// `d` ± 20 %, so nodes that lost the API server at the same moment do not retry in step.

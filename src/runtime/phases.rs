@@ -1050,11 +1050,18 @@ impl PhaseCtx {
                                 Err(e) => return BuiltinOutcome::Failed(e.to_string()),
                             }
                         }
-                        if freed.is_empty() {
-                            BuiltinOutcome::Done(format!("no upgrade slot held by {identity}"))
+                        let mut msg = if freed.is_empty() {
+                            format!("no upgrade slot held by {identity}")
                         } else {
-                            BuiltinOutcome::Done(format!("released {}", freed.join(", ")))
+                            format!("released {}", freed.join(", "))
+                        };
+                        if k.pause_machine_health_checks {
+                            match super::cluster::unpause_when_idle(&c, k).await {
+                                Ok(m) => msg.push_str(&format!("; {m}")),
+                                Err(e) => return BuiltinOutcome::Failed(format!("{msg}; {e}")),
+                            }
                         }
+                        BuiltinOutcome::Done(msg)
                     }
                     Err(e) => BuiltinOutcome::Failed(e.to_string()),
                 };
@@ -1115,6 +1122,7 @@ impl PhaseCtx {
         let k = &self.s.kubernetes;
         let mut said = String::new();
         let mut backoff = std::time::Duration::from_secs(1);
+        let mut forbidden_since: Option<std::time::Instant> = None;
         let mut tell = |msg: String| {
             if msg != said {
                 let mut st = Step::started(
@@ -1147,20 +1155,45 @@ impl PhaseCtx {
                         c.node,
                         slot_name(i)
                     ));
-                    return BuiltinOutcome::Done(format!(
+                    let mut msg = format!(
                         "holding upgrade slot {} of {slots} as {identity}",
                         slot_name(i)
-                    ));
+                    );
+                    if k.pause_machine_health_checks {
+                        match c.pause_mhcs(identity).await {
+                            Ok(p) if p.is_empty() => {
+                                msg.push_str("; MachineHealthChecks already paused (or none)")
+                            }
+                            Ok(p) => msg.push_str(&format!(
+                                "; paused MachineHealthCheck(s) {}",
+                                p.join(", ")
+                            )),
+                            Err(e) => {
+                                return BuiltinOutcome::Failed(format!(
+                                    "{msg}, but pausing the MachineHealthChecks failed: {e}"
+                                ))
+                            }
+                        }
+                    }
+                    return BuiltinOutcome::Done(msg);
                 }
                 Ok((slots, SlotTry::Busy(holders))) => {
+                    forbidden_since = None;
                     tell(format!(
                         "waiting for an upgrade slot ({slots} in all, held by {})",
                         holders.join(", ")
                     ));
                     backoff = std::time::Duration::from_secs(2);
                 }
-                // A configuration problem: reported at once.
-                Err(e) if e.code() == 403 || e.code() == 401 => {
+                // A configuration problem — unless it lasts only moments (a restarted API server
+                // answers 403 until its authorizer has caught up): fail after a minute of it.
+                Err(e)
+                    if (e.code() == 403 || e.code() == 401)
+                        && forbidden_since
+                            .get_or_insert_with(std::time::Instant::now)
+                            .elapsed()
+                            >= std::time::Duration::from_secs(60) =>
+                {
                     return BuiltinOutcome::Failed(format!("{e} (is deploy/rbac.yaml applied?)"))
                 }
                 // Without its slot the node must not go on: wait through API outages.

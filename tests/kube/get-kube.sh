@@ -10,7 +10,7 @@ W=$CACHE/kube-1.20.2-v1
 mkdir -p "$W"/{apt/lists/partial,apt/cache/archives/partial,debs,debroot,debroot-go,debsrc,bin}
 exec 9>"$W/.lock"; flock 9
 cd "$W"
-if [ -x bin/kube-apiserver ] && [ -x bin/kube-controller-manager ] && [ -x bin/etcd ]; then echo "$W/bin"; exit 0; fi
+if [ -x bin/kube-apiserver ] && [ -x bin/kube-controller-manager ] && [ -x bin/etcd ] && [ -f .reflect2-go118 ]; then echo "$W/bin"; exit 0; fi
 t0=$(date +%s)
 if [ ! -x bin/etcd ] || [ ! -x debroot-go/usr/lib/go-1.19/bin/go ]; then
   ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || apt-get update -qq >&2
@@ -28,6 +28,47 @@ if [ ! -d debsrc/kubernetes-1.20.2 ]; then
   (cd debsrc && apt-get "${O[@]}" source --download-only -q kubernetes=1.20.5+really1.20.2-1.1+deb12u1 >/dev/null \
      && tar -xzf kubernetes_1.20.5+really1.20.2.orig.tar.gz)
   [ -d debsrc/kubernetes-1.20.2 ] || mv debsrc/kubernetes-*/ debsrc/kubernetes-1.20.2
+fi
+# Go >= 1.18 changed reflect.mapiterinit (the caller passes the iterator); the vendored
+# modern-go/reflect2 v1.0.1 still expects it returned, and kube-apiserver crashes ("fatal error:
+# fault") on the first custom resource. Apply reflect2 v1.0.2's fix to the vendored copy, once.
+if [ ! -f .reflect2-go118 ]; then
+  R=debsrc/kubernetes-1.20.2/vendor/github.com/modern-go/reflect2
+  python3 - "$R" <<'PY'
+import sys, re
+r = sys.argv[1]
+p = r + "/unsafe_link.go"; s = open(p).read()
+s = s.replace("func mapiterinit(rtype unsafe.Pointer, m unsafe.Pointer) *hiter",
+              "func mapiterinit(rtype unsafe.Pointer, m unsafe.Pointer, it *hiter)")
+s = re.sub(r"type hiter struct \{.*?\n\}", """type hiter struct {
+	key         unsafe.Pointer
+	value       unsafe.Pointer
+	t           unsafe.Pointer
+	h           unsafe.Pointer
+	buckets     unsafe.Pointer
+	bptr        unsafe.Pointer
+	overflow    *[]unsafe.Pointer
+	oldoverflow *[]unsafe.Pointer
+	startBucket uintptr
+	offset      uint8
+	wrapped     bool
+	B           uint8
+	i           uint8
+	bucket      uintptr
+	checkBucket uintptr
+}""", s, flags=re.S)
+open(p, "w").write(s)
+p = r + "/unsafe_map.go"; s = open(p).read()
+s = s.replace("""	return &UnsafeMapIterator{
+		hiter:      mapiterinit(type2.rtype, *(*unsafe.Pointer)(obj)),""", """	var it hiter
+	mapiterinit(type2.rtype, *(*unsafe.Pointer)(obj), &it)
+	return &UnsafeMapIterator{
+		hiter:      &it,""")
+open(p, "w").write(s)
+PY
+  grep -q "it \*hiter)" "$R/unsafe_link.go" && grep -q "hiter:      &it" "$R/unsafe_map.go" || { echo "reflect2 patch failed" >&2; exit 1; }
+  rm -f bin/kube-apiserver bin/kube-controller-manager
+  touch .reflect2-go118
 fi
 export GOROOT=$W/debroot-go/usr/lib/go-1.19 PATH=$W/debroot-go/usr/lib/go-1.19/bin:$PATH
 export GOTOOLCHAIN=local GOPROXY=off GOFLAGS= GO111MODULE=off CGO_ENABLED=0

@@ -1,0 +1,107 @@
+//! Pausing OpenShift's MachineHealthChecks while RHEL workers upgrade (the documents' "pause the
+//! MachineHealthCheck before updating" step), when `kubernetes.pause_machine_health_checks` is on:
+//! while this node holds an upgrade slot, every MachineHealthCheck in `openshift-machine-api`
+//! carries `cluster.x-k8s.io/paused: ""`, so the rebooting worker is not remediated. The agent marks
+//! the pauses it adds and removes only those, and only when no node holds a slot any more. A pause
+//! someone else set is left alone.
+
+use serde_json::{json, Value};
+
+use super::kube::{Cluster, KubeError};
+
+/// The namespace of the MachineHealthChecks.
+pub const NAMESPACE: &str = "openshift-machine-api";
+/// The pause annotation the machine-api controllers honour.
+pub const PAUSED: &str = "cluster.x-k8s.io/paused";
+
+fn http_err(what: &str, e: impl std::fmt::Display) -> KubeError {
+    KubeError::Api {
+        what: what.to_string(),
+        code: 0,
+        message: e.to_string(),
+    }
+}
+
+fn kube_err(what: &str) -> impl FnOnce(kube::Error) -> KubeError + '_ {
+    move |e| KubeError::Api {
+        what: what.to_string(),
+        code: match &e {
+            kube::Error::Api(s) => s.code,
+            _ => 0,
+        },
+        message: e.to_string(),
+    }
+}
+
+const PATH: &str =
+    "/apis/machine.openshift.io/v1beta1/namespaces/openshift-machine-api/machinehealthchecks";
+
+impl Cluster {
+    fn marker(&self) -> String {
+        self.key("paused-mhc")
+    }
+
+    /// The MachineHealthChecks (an empty list when the API is not served: not OpenShift).
+    async fn mhcs(&self) -> Result<Vec<Value>, KubeError> {
+        let req = http::Request::get(PATH)
+            .body(Vec::new())
+            .map_err(|e| http_err("list machinehealthchecks", e))?;
+        match self.client().request::<Value>(req).await {
+            Ok(v) => Ok(v["items"].as_array().cloned().unwrap_or_default()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
+            Err(e) => Err(kube_err("list machinehealthchecks")(e)),
+        }
+    }
+
+    async fn patch_mhc(&self, name: &str, annotations: Value) -> Result<(), KubeError> {
+        let body = json!({"metadata": {"annotations": annotations}});
+        let req = http::Request::patch(format!("{PATH}/{name}"))
+            .header("Content-Type", "application/merge-patch+json")
+            .body(serde_json::to_vec(&body).unwrap_or_default())
+            .map_err(|e| http_err("patch machinehealthcheck", e))?;
+        self.client()
+            .request_text(req)
+            .await
+            .map(|_| ())
+            .map_err(kube_err("patch machinehealthcheck"))
+    }
+
+    /// Pause every MachineHealthCheck that is not paused yet, marking the pause as the agent's.
+    /// Returns the names paused now.
+    pub async fn pause_mhcs(&self, holder: &str) -> Result<Vec<String>, KubeError> {
+        let mut paused = Vec::new();
+        for m in self.mhcs().await? {
+            let name = m["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let a = &m["metadata"]["annotations"];
+            if a.get(PAUSED).is_some() {
+                continue;
+            }
+            self.patch_mhc(&name, json!({PAUSED: "", self.marker(): holder}))
+                .await?;
+            paused.push(name);
+        }
+        Ok(paused)
+    }
+
+    /// Remove the pauses the agent added (never someone else's). The caller checks that no node
+    /// holds a slot. Returns the names unpaused.
+    pub async fn unpause_mhcs(&self) -> Result<Vec<String>, KubeError> {
+        let mut unpaused = Vec::new();
+        for m in self.mhcs().await? {
+            let name = m["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if m["metadata"]["annotations"].get(self.marker()).is_none() {
+                continue;
+            }
+            self.patch_mhc(&name, json!({PAUSED: null, self.marker(): null}))
+                .await?;
+            unpaused.push(name);
+        }
+        Ok(unpaused)
+    }
+}
