@@ -47,7 +47,10 @@ impl Drop for ApiServer {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let log = fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default();
-            let start = log.find("panic:").or_else(|| log.find("fatal error")).unwrap_or(log.len().saturating_sub(3000));
+            let start = log
+                .find("panic:")
+                .or_else(|| log.find("fatal error"))
+                .unwrap_or(log.len().saturating_sub(3000));
             let tail: Vec<&str> = log[start..].lines().take(25).collect();
             eprintln!("--- apiserver.log (last lines) ---");
             for l in tail.iter() {
@@ -1027,6 +1030,37 @@ async fn leases_serialize_upgrades_across_nodes_and_an_expired_holder_is_replace
     drop(dying);
 }
 
+/// Register a CRD with an open schema and wait until `probe` (a list path) is served.
+async fn register_crd(
+    admin: &kube::Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    namespaced: bool,
+    probe: &str,
+) {
+    create_raw(
+        admin,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.{group}")},
+            "spec": {"group": group, "scope": if namespaced { "Namespaced" } else { "Cluster" },
+                "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind},
+                "versions": [{"name": version, "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}),
+    )
+    .await;
+    for _ in 0..100 {
+        let req = http::Request::get(probe).body(Vec::new()).unwrap();
+        if admin.request_text(req).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{kind} is not served");
+}
+
 /// Register the MachineHealthCheck CRD (machine.openshift.io/v1beta1) and wait until it is served.
 async fn register_mhc_crd(admin: &kube::Client) {
     create_raw(
@@ -1171,5 +1205,63 @@ async fn machine_health_checks_are_paused_while_any_node_holds_a_slot() {
     assert!(
         b.contains_key("cluster.x-k8s.io/paused"),
         "the administrator's pause stays"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs the cached kube-apiserver (scripts/test runs it in the kube stage)"]
+async fn mirror_policies_from_the_cluster_are_applied_and_removed() {
+    let server = ApiServer::start();
+    let admin = server.admin().await;
+    apply_rbac(&admin).await;
+    for (g, v, k, p) in [
+        (
+            "operator.openshift.io",
+            "v1alpha1",
+            "ImageContentSourcePolicy",
+            "imagecontentsourcepolicies",
+        ),
+        (
+            "config.openshift.io",
+            "v1",
+            "ImageDigestMirrorSet",
+            "imagedigestmirrorsets",
+        ),
+        (
+            "config.openshift.io",
+            "v1",
+            "ImageTagMirrorSet",
+            "imagetagmirrorsets",
+        ),
+        ("config.openshift.io", "v1", "Image", "images"),
+    ] {
+        register_crd(&admin, g, v, k, p, false, &format!("/apis/{g}/{v}/{p}")).await;
+    }
+    create_node(&admin, "pol").await;
+    let kc = server.kubeconfig("agent", AGENT_TOKEN);
+    let config = "[node]\nname = \"pol\"\n[mirrors]\non_drain_required = \"apply\"\n[kubernetes]\nkubeconfig = \"/etc/rhel-node-agent/kubeconfig\"\nwatch_cluster_policies = true\n";
+    let d = Daemon::start_prepared(config, None, &[], |root| {
+        fs::copy(&kc, root.join("etc/rhel-node-agent/kubeconfig")).unwrap();
+    });
+    create_raw(&admin, "/apis/config.openshift.io/v1/imagedigestmirrorsets", json!({
+        "apiVersion": "config.openshift.io/v1", "kind": "ImageDigestMirrorSet", "metadata": {"name": "from-cluster"},
+        "spec": {"imageDigestMirrors": [{"source": "quay.io/cluster-ns", "mirrors": ["mirror.cluster.local/ns"]}]}})).await;
+    eventually("the cluster's IDMS in registries.conf", 60, || async {
+        d.conf().contains("mirror.cluster.local/ns")
+    })
+    .await;
+    let req =
+        http::Request::delete("/apis/config.openshift.io/v1/imagedigestmirrorsets/from-cluster")
+            .body(Vec::new())
+            .unwrap();
+    admin.request_text(req).await.unwrap();
+    eventually("the mirror removed with the object", 60, || async {
+        !d.conf().contains("mirror.cluster.local/ns")
+    })
+    .await;
+    assert_eq!(
+        d.conf(),
+        common::BASE,
+        "the administrator's file is back, byte for byte"
     );
 }

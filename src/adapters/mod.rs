@@ -1,6 +1,7 @@
 //! Effects: everything that touches the machine lives here, behind small functions and types that
 //! the pure `core` never sees.
 
+pub mod cluster_policies;
 pub mod drain;
 pub mod firewalld;
 pub mod fs;

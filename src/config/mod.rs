@@ -244,6 +244,8 @@ pub struct KubernetesSettings {
     pub max_unavailable: u32,
     /// Pause OpenShift's MachineHealthChecks while a node holds a slot.
     pub pause_machine_health_checks: bool,
+    /// Also take ICSP/IDMS/ITMS/Image objects from the API (a generated policy file).
+    pub watch_cluster_policies: bool,
     /// `[kubernetes.drain]`.
     pub drain: DrainSettings,
 }
@@ -769,7 +771,8 @@ impl Settings {
                     lease_namespace,
                     lease_duration,
                     max_unavailable,
-                    pause_machine_health_checks
+                    pause_machine_health_checks,
+                    watch_cluster_policies
                 );
                 if let Some(d) = &x.drain {
                     let kd = kube.drain.get_or_insert_with(DrainFrag::default);
@@ -942,6 +945,9 @@ impl Settings {
         if let Some(v) = kube.pause_machine_health_checks {
             k.pause_machine_health_checks = v;
         }
+        if let Some(v) = kube.watch_cluster_policies {
+            k.watch_cluster_policies = v;
+        }
         if let Some(d) = kube.drain {
             if let Some(v) = d.timeout {
                 k.drain.timeout =
@@ -1020,6 +1026,13 @@ impl Settings {
         if let Some(v) = m.backups {
             ms.backups = v;
         }
+        if s.kubernetes.watch_cluster_policies && !s.kubernetes.kubeconfig.is_empty() {
+            // The policies the agent takes from the cluster, next to the file policies.
+            let d = crate::adapters::cluster_policies::dir(&s.state_dir);
+            if !s.mirrors.policy_dirs.contains(&d) {
+                s.mirrors.policy_dirs.push(d);
+            }
+        }
         Ok(s)
     }
 
@@ -1073,6 +1086,7 @@ impl Settings {
                 lease_duration: Duration::from_secs(1800),
                 max_unavailable: 1,
                 pause_machine_health_checks: false,
+                watch_cluster_policies: false,
                 drain: DrainSettings {
                     timeout: Duration::from_secs(3600),
                     concurrency: 10,

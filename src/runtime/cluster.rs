@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::phases::PhaseService;
@@ -35,6 +36,8 @@ pub struct ClusterService {
     events: Mutex<std::collections::VecDeque<(bool, String, String)>>,
     /// No upgrade is open and the slots were already checked for leftovers.
     idle_checked: Mutex<bool>,
+    /// Wakes the cluster-policies feed (settings changed).
+    pub policies_wake: tokio::sync::Notify,
 }
 
 /// Events kept while the API server is away.
@@ -137,6 +140,7 @@ impl ClusterService {
             wake: tokio::sync::Notify::new(),
             events: Mutex::new(std::collections::VecDeque::new()),
             idle_checked: Mutex::new(false),
+            policies_wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -341,6 +345,70 @@ impl ClusterService {
         }
         *self.idle_checked.lock().unwrap_or_else(|p| p.into_inner()) = !open;
         Ok(())
+    }
+}
+
+/// Keep the generated cluster-policies file current while `kubernetes.watch_cluster_policies` is
+/// on (one watch per kind; re-established every few minutes and after errors, with backoff).
+pub async fn feed_cluster_policies(svc: Arc<ClusterService>) {
+    use crate::adapters::cluster_policies as cp;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let s = svc
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if !s.kubernetes.watch_cluster_policies {
+            let _ = std::fs::remove_file(cp::dir(&s.state_dir).join(cp::FILE));
+            svc.policies_wake.notified().await;
+            continue;
+        }
+        let round = async {
+            let Some(c) = svc.client().await? else {
+                return Ok(());
+            };
+            let mut changes = cp::changes(&c).await?;
+            let list = cp::list_all(&c).await?;
+            if cp::store(&s.state_dir, &list).map_err(|e| KubeError::Api {
+                what: "store cluster policies".into(),
+                code: 0,
+                message: e,
+            })? {
+                tracing::info!(
+                    rna_component = "cluster",
+                    objects = list["items"].as_array().map(|a| a.len()).unwrap_or(0),
+                    "mirror policies from the cluster updated"
+                );
+            }
+            let window = tokio::time::sleep(Duration::from_secs(280));
+            tokio::pin!(window);
+            loop {
+                tokio::select! {
+                    ev = changes.next() => {
+                        if ev.is_none() { break; }
+                        let list = cp::list_all(&c).await?;
+                        if cp::store(&s.state_dir, &list).map_err(|e| KubeError::Api { what: "store cluster policies".into(), code: 0, message: e })? {
+                            tracing::info!(rna_component = "cluster", objects = list["items"].as_array().map(|a| a.len()).unwrap_or(0), "mirror policies from the cluster updated");
+                        }
+                    }
+                    _ = &mut window => break,
+                    _ = svc.policies_wake.notified() => break,
+                }
+            }
+            Ok::<(), KubeError>(())
+        };
+        match round.await {
+            Ok(()) => backoff = Duration::from_secs(1),
+            Err(e) => {
+                tracing::warn!(rna_component = "cluster", error = %e, "watching mirror policies in the cluster failed; retrying");
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+        if s.kubernetes.kubeconfig.is_empty() {
+            svc.policies_wake.notified().await;
+        }
     }
 }
 

@@ -75,6 +75,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
 
 /// The paths whose changes trigger a reconcile.
 fn watched_paths(s: &Settings, extra: Option<&Path>) -> Vec<PathBuf> {
+    if s.kubernetes.watch_cluster_policies && !s.kubernetes.kubeconfig.is_empty() {
+        // Watched from the start, so the first generated file is seen (and no parent directory
+        // full of the agent's own state is watched instead).
+        let _ = fs::create_dir_all(crate::adapters::cluster_policies::dir(&s.state_dir));
+    }
     let mut v: Vec<PathBuf> = s.mirrors.policy_dirs.clone();
     if let Some(dir) = s.mirrors.registries_conf.parent() {
         v.push(dir.to_path_buf());
@@ -496,6 +501,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         let cluster_svc = cluster::ClusterService::new(shared.clone(), status.clone(), phase_svc.clone());
         phase_svc.set_cluster(&cluster_svc);
         let cluster_task = tokio::spawn(cluster_svc.clone().run());
+        let policies_task = tokio::spawn(cluster::feed_cluster_policies(cluster_svc.clone()));
         let metrics_server = if settings.api.metrics_listen.is_empty() {
             None
         } else {
@@ -593,6 +599,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                             adopt(&settings, &pid_lock, &read_group, &shared);
                             firewall_svc.wake.notify_one();
                             cluster_svc.wake.notify_one();
+                            cluster_svc.policies_wake.notify_one();
                             tracing::info!(rna_component = "config", "configuration reloaded");
                         }
                         Err(e) => {
@@ -631,6 +638,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                             adopt(&settings, &pid_lock, &read_group, &shared);
                             firewall_svc.wake.notify_one();
                             cluster_svc.wake.notify_one();
+                            cluster_svc.policies_wake.notify_one();
                         }
                         Err(e) => status.lock().unwrap_or_else(|p| p.into_inner()).config_error = Some(e.to_string()),
                     }
@@ -671,6 +679,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         phase_svc.shutdown().await;
         firewall_task.abort();
         cluster_task.abort();
+        policies_task.abort();
         let _ = stop_tx.send(true);
         let _ = server.await;
         if let Some(m) = metrics_server {
