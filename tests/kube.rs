@@ -885,7 +885,7 @@ async fn drain_respects_budgets_names_the_blocker_and_refuses_unmanaged_pods() {
     assert!(left.contains(&"ds-1".to_string()));
 
     // A replacement becomes ready elsewhere: the budget allows it, and the drain finishes.
-    running_pod(&admin, "work", "web-4", "node-e", rs_owner).await;
+    running_pod(&admin, "work", "web-4", "node-e", rs_owner.clone()).await;
     let o = d.cli(&["node", "drain"]);
     assert!(
         o.status.success(),
@@ -904,7 +904,62 @@ async fn drain_respects_budgets_names_the_blocker_and_refuses_unmanaged_pods() {
         .map(|p| p.metadata.name.clone().unwrap())
         .collect();
     assert_eq!(left, ["ds-1"]);
+
+    // Escalation (off by default): a budget that allows nothing, and escalate_after_timeout = true:
+    // after the timeout the blocked pods are deleted (grace period honoured).
+    running_pod(&admin, "work", "web-5", "node-d", rs_owner.clone()).await;
+    let req =
+        http::Request::patch("/apis/policy/v1beta1/namespaces/work/poddisruptionbudgets/web-pdb")
+            .header("Content-Type", "application/merge-patch+json")
+            .body(serde_json::to_vec(&json!({"spec": {"minAvailable": 100}})).unwrap())
+            .unwrap();
+    admin.request_text(req).await.unwrap();
+    let cfg = d.root.join("etc/rhel-node-agent/config.d/50-test.toml");
+    let text = fs::read_to_string(&cfg).unwrap();
+    fs::write(&cfg, format!("{text}escalate_after_timeout = true\n")).unwrap();
+    let o = d.cli(&["node", "drain"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("deleted work/web-5 (after the timeout)"),
+        "{out}"
+    );
+    let t = Instant::now();
+    while pods.get_opt("web-5").await.unwrap().is_some() {
+        assert!(t.elapsed() < Duration::from_secs(20), "web-5 not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     drop(kubelet);
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs the cached kube-apiserver (scripts/test runs it in the kube stage)"]
+async fn an_api_server_that_is_down_at_start_is_reported_and_picked_up_later() {
+    let mut server = ApiServer::start();
+    let admin = server.admin().await;
+    apply_rbac(&admin).await;
+    create_node(&admin, "late").await;
+    server.stop_api();
+    let kc = server.kubeconfig("agent", AGENT_TOKEN);
+    let d = agent(&kc, "late");
+    let status = || d.status()["cluster"].as_str().unwrap_or("").to_string();
+    eventually("the outage to be reported", 30, || async {
+        status().starts_with("unreachable")
+    })
+    .await;
+    assert_eq!(d.status()["mirrors"]["state"], "ok", "local duties go on");
+    server.restart_api();
+    eventually(
+        "the node written once the server is up (no restart)",
+        90,
+        || async { condition(&node(&admin, "late").await).is_some() },
+    )
+    .await;
+    assert!(status().starts_with("connected"), "{}", status());
 }
 
 /// An agent for `node` with hooks that record when its upgrade window starts and ends.
@@ -1211,7 +1266,7 @@ async fn machine_health_checks_are_paused_while_any_node_holds_a_slot() {
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "needs the cached kube-apiserver (scripts/test runs it in the kube stage)"]
 async fn mirror_policies_from_the_cluster_are_applied_and_removed() {
-    let server = ApiServer::start();
+    let mut server = ApiServer::start();
     let admin = server.admin().await;
     apply_rbac(&admin).await;
     for (g, v, k, p) in [
@@ -1250,11 +1305,23 @@ async fn mirror_policies_from_the_cluster_are_applied_and_removed() {
         d.conf().contains("mirror.cluster.local/ns")
     })
     .await;
-    let req =
-        http::Request::delete("/apis/config.openshift.io/v1/imagedigestmirrorsets/from-cluster")
-            .body(Vec::new())
-            .unwrap();
-    admin.request_text(req).await.unwrap();
+    // The watches break with the API server; they are set up again, and the next change is seen.
+    server.stop_api();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.restart_api();
+    for attempt in 0.. {
+        let req = http::Request::delete(
+            "/apis/config.openshift.io/v1/imagedigestmirrorsets/from-cluster",
+        )
+        .body(Vec::new())
+        .unwrap();
+        match admin.request_text(req).await {
+            Ok(_) => break,
+            // A pooled connection from before the restart.
+            Err(kube::Error::Service(_)) if attempt < 3 => {}
+            Err(e) => panic!("delete the IDMS: {e}"),
+        }
+    }
     eventually("the mirror removed with the object", 60, || async {
         !d.conf().contains("mirror.cluster.local/ns")
     })
