@@ -489,3 +489,25 @@ fn backups_of_files_with_the_same_name_stay_apart() {
         "A's own previous version, not B's"
     );
 }
+
+#[test]
+fn version_names_the_commit_and_the_build_target() {
+    let out = Command::cargo_bin("rhel-node-agent")
+        .unwrap()
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.starts_with(&format!(
+            "rhel-node-agent {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(", target x86_64-") || text.contains(", target aarch64-"),
+        "{text}"
+    );
+}

@@ -61,6 +61,16 @@ impl CliError {
     }
 }
 
+/// `--version`: version, commit and build target (support asks for all three).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RNA_BUILD_COMMIT"),
+    ", target ",
+    env!("RNA_BUILD_TARGET"),
+    ")"
+);
+
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum OutputFormat {
@@ -73,7 +83,7 @@ pub enum OutputFormat {
 
 /// rhel-node-agent: image mirrors, upgrade hooks, firewalld and readiness for RHEL worker nodes.
 #[derive(Debug, Parser)]
-#[command(name = "rhel-node-agent", version, about, propagate_version = true)]
+#[command(name = "rhel-node-agent", version, long_version = LONG_VERSION, about, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
