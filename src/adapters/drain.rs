@@ -207,35 +207,34 @@ impl Cluster {
     }
 
     /// The PodDisruptionBudgets in the pod's namespace whose selector matches it (names only, for
-    /// messages). Read through the API version the server serves; errors give an empty list.
-    async fn budgets_for(&self, p: &Pod) -> Vec<String> {
+    /// messages), read through `group_version` — the one discovery found (PodDisruptionBudget and
+    /// Eviction move to policy/v1 together, in 1.21). Errors give an empty list.
+    async fn budgets_for(&self, p: &Pod, group_version: &str) -> Vec<String> {
         let ns = p.metadata.namespace.as_deref().unwrap_or("default");
         let labels: BTreeMap<String, String> = p.metadata.labels.clone().unwrap_or_default();
+        let version = group_version.trim_start_matches("policy/");
+        let Ok(req) = http::Request::get(format!(
+            "/apis/policy/{version}/namespaces/{ns}/poddisruptionbudgets"
+        ))
+        .body(Vec::new()) else {
+            return Vec::new();
+        };
+        let Ok(v) = self.client().request::<serde_json::Value>(req).await else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
-        for version in ["v1", "v1beta1"] {
-            let Ok(req) = http::Request::get(format!(
-                "/apis/policy/{version}/namespaces/{ns}/poddisruptionbudgets"
-            ))
-            .body(Vec::new()) else {
-                continue;
-            };
-            let Ok(v) = self.client().request::<serde_json::Value>(req).await else {
-                continue;
-            };
-            for pdb in v["items"].as_array().into_iter().flatten() {
-                let sel = pdb["spec"]["selector"]["matchLabels"].as_object();
-                let matches = sel.is_some_and(|m| {
-                    m.iter()
-                        .all(|(k, val)| labels.get(k).map(String::as_str) == val.as_str())
-                });
-                if matches {
-                    out.push(format!(
-                        "{ns}/{}",
-                        pdb["metadata"]["name"].as_str().unwrap_or("?")
-                    ));
-                }
+        for pdb in v["items"].as_array().into_iter().flatten() {
+            let sel = pdb["spec"]["selector"]["matchLabels"].as_object();
+            let matches = sel.is_some_and(|m| {
+                m.iter()
+                    .all(|(k, val)| labels.get(k).map(String::as_str) == val.as_str())
+            });
+            if matches {
+                out.push(format!(
+                    "{ns}/{}",
+                    pdb["metadata"]["name"].as_str().unwrap_or("?")
+                ));
             }
-            break;
         }
         out
     }
@@ -309,7 +308,7 @@ impl Cluster {
         }
         let mut parts = Vec::new();
         for (p, why) in &blocked {
-            let budgets = self.budgets_for(p).await;
+            let budgets = self.budgets_for(p, version).await;
             parts.push(if budgets.is_empty() {
                 format!("{} ({why})", name_of(p))
             } else {
