@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, WatchParams};
 use serde_json::{json, Value};
 
-use super::kube::{Cluster, KubeError};
+use super::kube::{api_err, Cluster, KubeError};
 
 /// The kinds fed to the mirror engine: (group, version, kind, plural).
 pub const KINDS: [(&str, &str, &str, &str); 4] = [
@@ -58,16 +58,7 @@ pub async fn list_all(c: &Cluster) -> Result<Value, KubeError> {
         let list = match api_for(c, i).list(&ListParams::default()).await {
             Ok(l) => l,
             Err(kube::Error::Api(s)) if s.code == 404 => continue,
-            Err(e) => {
-                return Err(KubeError::Api {
-                    what: format!("list {kind}"),
-                    code: match &e {
-                        kube::Error::Api(s) => s.code,
-                        _ => 0,
-                    },
-                    message: e.to_string(),
-                })
-            }
+            Err(e) => return Err(api_err(format!("list {kind}"))(e)),
         };
         let mut objs: Vec<DynamicObject> = list.items;
         objs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -112,22 +103,12 @@ pub async fn changes(
         let rv = match api.list(&ListParams::default().limit(1)).await {
             Ok(l) => l.metadata.resource_version.unwrap_or_default(),
             Err(kube::Error::Api(s)) if s.code == 404 => continue,
-            Err(e) => {
-                return Err(KubeError::Api {
-                    what: format!("list {}", kind.2),
-                    code: 0,
-                    message: e.to_string(),
-                })
-            }
+            Err(e) => return Err(api_err(format!("list {}", kind.2))(e)),
         };
         let s = api
             .watch(&WatchParams::default().timeout(290), &rv)
             .await
-            .map_err(|e| KubeError::Api {
-                what: format!("watch {}", kind.2),
-                code: 0,
-                message: e.to_string(),
-            })?;
+            .map_err(api_err(format!("watch {}", kind.2)))?;
         streams.push(
             s.map(|_| ())
                 .chain(futures_util::stream::once(async {}))

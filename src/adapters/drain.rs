@@ -19,7 +19,7 @@ use kube::api::{Api, DeleteParams, ListParams};
 use serde::Serialize;
 use serde_json::json;
 
-use super::kube::{Cluster, KubeError};
+use super::kube::{api_err, local_err, Cluster, KubeError};
 
 /// Drain settings (`[kubernetes.drain]`, plus a dry run).
 #[derive(Debug, Clone)]
@@ -131,20 +131,12 @@ impl Cluster {
     async fn eviction_version(&self) -> Result<&'static str, KubeError> {
         let req = http::Request::get("/apis/policy")
             .body(Vec::new())
-            .map_err(|e| KubeError::Api {
-                what: "discovery".into(),
-                code: 0,
-                message: e.to_string(),
-            })?;
-        let v: serde_json::Value =
-            self.client()
-                .request(req)
-                .await
-                .map_err(|e| KubeError::Api {
-                    what: "discover the policy API group".into(),
-                    code: 0,
-                    message: e.to_string(),
-                })?;
+            .map_err(|e| local_err("discovery", e))?;
+        let v: serde_json::Value = self
+            .client()
+            .request(req)
+            .await
+            .map_err(api_err("discover the policy API group"))?;
         let serves_v1 = v["versions"]
             .as_array()
             .into_iter()
@@ -165,11 +157,7 @@ impl Cluster {
         let req = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{name}/eviction"))
             .header("Content-Type", "application/json")
             .body(serde_json::to_vec(&body).unwrap_or_default())
-            .map_err(|e| KubeError::Api {
-                what: format!("evict {ns}/{name}"),
-                code: 0,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| local_err(format!("evict {ns}/{name}"), e))?;
         match self.client().request_text(req).await {
             Ok(_) => Ok(Evicted::Accepted),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(Evicted::Gone),
@@ -178,14 +166,7 @@ impl Cluster {
             Err(kube::Error::Api(s)) if s.code == 429 || s.code == 500 => {
                 Ok(Evicted::Blocked(s.message))
             }
-            Err(e) => Err(KubeError::Api {
-                what: format!("evict {ns}/{name}"),
-                code: match &e {
-                    kube::Error::Api(s) => s.code,
-                    _ => 0,
-                },
-                message: e.to_string(),
-            }),
+            Err(e) => Err(api_err(format!("evict {ns}/{name}"))(e)),
         }
     }
 
@@ -198,11 +179,7 @@ impl Cluster {
         {
             Ok(None) => Ok(true),
             Ok(Some(now)) => Ok(now.metadata.uid != p.metadata.uid),
-            Err(e) => Err(KubeError::Api {
-                what: format!("get pod {ns}/{name}"),
-                code: 0,
-                message: e.to_string(),
-            }),
+            Err(e) => Err(api_err(format!("get pod {ns}/{name}"))(e)),
         }
     }
 
@@ -244,14 +221,7 @@ impl Cluster {
         let pods = Api::<Pod>::all(self.client())
             .list(&ListParams::default().fields(&format!("spec.nodeName={}", self.node)))
             .await
-            .map_err(|e| KubeError::Api {
-                what: format!("list pods on node {}", self.node),
-                code: match &e {
-                    kube::Error::Api(s) => s.code,
-                    _ => 0,
-                },
-                message: e.to_string(),
-            })?
+            .map_err(api_err(format!("list pods on node {}", self.node)))?
             .items;
         let mut report = DrainReport::default();
         let mut refused = Vec::new();

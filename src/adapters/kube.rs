@@ -57,7 +57,9 @@ impl KubeError {
     }
 }
 
-fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeError {
+/// Map a kube-rs error to [`KubeError::Api`] for `what`: the server's status code and message when
+/// it answered, code 0 and the client's error otherwise. The one mapping every adapter uses.
+pub(crate) fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeError {
     let what = what.into();
     move |e| match e {
         kube::Error::Api(s) => KubeError::Api {
@@ -70,6 +72,15 @@ fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeError {
             code: 0,
             message: other.to_string(),
         },
+    }
+}
+
+/// A failure before any request was sent (building a request, storing a result): code 0.
+pub(crate) fn local_err(what: impl Into<String>, e: impl std::fmt::Display) -> KubeError {
+    KubeError::Api {
+        what: what.into(),
+        code: 0,
+        message: e.to_string(),
     }
 }
 
@@ -234,11 +245,7 @@ impl Cluster {
             "source": {"component": "rhel-node-agent", "host": self.node},
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }))
-        .map_err(|e| KubeError::Api {
-            what: "build event".into(),
-            code: 0,
-            message: e.to_string(),
-        })?;
+        .map_err(|e| local_err("build event", e))?;
         Api::<Event>::namespaced(self.client.clone(), "default")
             .create(&Default::default(), &ev)
             .await
@@ -255,11 +262,7 @@ impl Cluster {
         let owner = self.key("cordoned-by");
         for _ in 0..5 {
             let node = self.node().await?;
-            let cordoned = node
-                .spec
-                .as_ref()
-                .and_then(|s| s.unschedulable)
-                .unwrap_or(false);
+            let cordoned = is_cordoned(&node);
             let ours = annotation(&node, &owner);
             if cordoned {
                 return Ok(CordonOutcome::Unchanged(match ours {
@@ -298,11 +301,7 @@ impl Cluster {
         let owner = self.key("cordoned-by");
         for _ in 0..5 {
             let node = self.node().await?;
-            let cordoned = node
-                .spec
-                .as_ref()
-                .and_then(|s| s.unschedulable)
-                .unwrap_or(false);
+            let cordoned = is_cordoned(&node);
             let ours = annotation(&node, &owner);
             if !cordoned {
                 if ours.is_some() {
@@ -354,11 +353,7 @@ impl Cluster {
     /// ownership record goes. Returns true when it removed it.
     pub async fn forget_foreign_uncordon(&self) -> Result<bool, KubeError> {
         let node = self.node().await?;
-        let cordoned = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false);
+        let cordoned = is_cordoned(&node);
         if !cordoned && annotation(&node, &self.key("cordoned-by")).is_some() {
             self.clear_owner(&node).await?;
             return Ok(true);
@@ -376,6 +371,14 @@ impl Cluster {
             .map(|_| ())
             .map_err(api_err(format!("patch node {} annotations", self.node)))
     }
+}
+
+/// `spec.unschedulable`.
+fn is_cordoned(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false)
 }
 
 /// An annotation's value.

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 
-use super::kube::{Cluster, KubeError};
+use super::kube::{api_err, Cluster, KubeError};
 
 /// The Lease name of slot `i`.
 pub fn slot_name(i: u32) -> String {
@@ -22,17 +22,6 @@ pub fn slot_name(i: u32) -> String {
 
 fn now() -> MicroTime {
     MicroTime(k8s_openapi::jiff::Timestamp::now())
-}
-
-fn err(what: String) -> impl FnOnce(kube::Error) -> KubeError {
-    move |e| KubeError::Api {
-        what,
-        code: match &e {
-            kube::Error::Api(s) => s.code,
-            _ => 0,
-        },
-        message: e.to_string(),
-    }
 }
 
 /// Whether a Lease's holder stopped renewing (renew time + duration in the past).
@@ -69,7 +58,7 @@ impl Cluster {
         let cm = Api::<ConfigMap>::namespaced(self.client(), ns)
             .get_opt("upgrade")
             .await
-            .map_err(err(format!("get configmap {ns}/upgrade")))?;
+            .map_err(api_err(format!("get configmap {ns}/upgrade")))?;
         Ok(cm
             .and_then(|c| c.data)
             .and_then(|d| d.get("maxUnavailable").cloned())
@@ -95,7 +84,7 @@ impl Cluster {
             if let Some(l) = api
                 .get_opt(&name)
                 .await
-                .map_err(err(format!("get lease {ns}/{name}")))?
+                .map_err(api_err(format!("get lease {ns}/{name}")))?
             {
                 if l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(identity) {
                     self.renew(ns, identity, i, duration).await?;
@@ -108,7 +97,7 @@ impl Cluster {
             let current = api
                 .get_opt(&name)
                 .await
-                .map_err(err(format!("get lease {ns}/{name}")))?;
+                .map_err(api_err(format!("get lease {ns}/{name}")))?;
             let spec = LeaseSpec {
                 holder_identity: Some(identity.to_string()),
                 lease_duration_seconds: Some(secs),
@@ -163,7 +152,7 @@ impl Cluster {
             match result {
                 Ok(()) => return Ok(SlotTry::Held(i)),
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(e) => return Err(err(format!("take lease {ns}/{name}"))(e)),
+                Err(e) => return Err(api_err(format!("take lease {ns}/{name}"))(e)),
             }
         }
         Ok(SlotTry::Busy(holders))
@@ -183,7 +172,7 @@ impl Cluster {
             let mut l = api
                 .get(&name)
                 .await
-                .map_err(err(format!("get lease {ns}/{name}")))?;
+                .map_err(api_err(format!("get lease {ns}/{name}")))?;
             let spec = l.spec.get_or_insert_with(LeaseSpec::default);
             if spec.holder_identity.as_deref() != Some(identity) {
                 return Err(KubeError::Refused(format!(
@@ -196,7 +185,7 @@ impl Cluster {
             match api.replace(&name, &PostParams::default(), &l).await {
                 Ok(_) => return Ok(()),
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(e) => return Err(err(format!("renew lease {ns}/{name}"))(e)),
+                Err(e) => return Err(api_err(format!("renew lease {ns}/{name}"))(e)),
             }
         }
         Err(KubeError::Api {
@@ -221,7 +210,7 @@ impl Cluster {
             if let Some(l) = api
                 .get_opt(&name)
                 .await
-                .map_err(err(format!("get lease {ns}/{name}")))?
+                .map_err(api_err(format!("get lease {ns}/{name}")))?
             {
                 if let Some(h) = l.spec.as_ref().and_then(|s| s.holder_identity.clone()) {
                     if h.starts_with(identity_prefix) {
@@ -242,7 +231,7 @@ impl Cluster {
             if let Some(l) = api
                 .get_opt(&name)
                 .await
-                .map_err(err(format!("get lease {ns}/{name}")))?
+                .map_err(api_err(format!("get lease {ns}/{name}")))?
             {
                 if let Some(s) = l.spec.as_ref() {
                     if !s.holder_identity.as_deref().unwrap_or("").is_empty() && !expired(s, now) {
@@ -262,7 +251,7 @@ impl Cluster {
             let Some(mut l) = api
                 .get_opt(&name)
                 .await
-                .map_err(err(format!("get lease {ns}/{name}")))?
+                .map_err(api_err(format!("get lease {ns}/{name}")))?
             else {
                 return Ok(false);
             };
@@ -276,7 +265,7 @@ impl Cluster {
             match api.replace(&name, &PostParams::default(), &l).await {
                 Ok(_) => return Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(e) => return Err(err(format!("release lease {ns}/{name}"))(e)),
+                Err(e) => return Err(api_err(format!("release lease {ns}/{name}"))(e)),
             }
         }
         Ok(false)

@@ -7,31 +7,12 @@
 
 use serde_json::{json, Value};
 
-use super::kube::{Cluster, KubeError};
+use super::kube::{api_err, local_err, Cluster, KubeError};
 
 /// The namespace of the MachineHealthChecks.
 pub const NAMESPACE: &str = "openshift-machine-api";
 /// The pause annotation the machine-api controllers honour.
 pub const PAUSED: &str = "cluster.x-k8s.io/paused";
-
-fn http_err(what: &str, e: impl std::fmt::Display) -> KubeError {
-    KubeError::Api {
-        what: what.to_string(),
-        code: 0,
-        message: e.to_string(),
-    }
-}
-
-fn kube_err(what: &str) -> impl FnOnce(kube::Error) -> KubeError + '_ {
-    move |e| KubeError::Api {
-        what: what.to_string(),
-        code: match &e {
-            kube::Error::Api(s) => s.code,
-            _ => 0,
-        },
-        message: e.to_string(),
-    }
-}
 
 const PATH: &str =
     "/apis/machine.openshift.io/v1beta1/namespaces/openshift-machine-api/machinehealthchecks";
@@ -45,11 +26,11 @@ impl Cluster {
     async fn mhcs(&self) -> Result<Vec<Value>, KubeError> {
         let req = http::Request::get(PATH)
             .body(Vec::new())
-            .map_err(|e| http_err("list machinehealthchecks", e))?;
+            .map_err(|e| local_err("list machinehealthchecks", e))?;
         match self.client().request::<Value>(req).await {
             Ok(v) => Ok(v["items"].as_array().cloned().unwrap_or_default()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
-            Err(e) => Err(kube_err("list machinehealthchecks")(e)),
+            Err(e) => Err(api_err("list machinehealthchecks")(e)),
         }
     }
 
@@ -58,12 +39,12 @@ impl Cluster {
         let req = http::Request::patch(format!("{PATH}/{name}"))
             .header("Content-Type", "application/merge-patch+json")
             .body(serde_json::to_vec(&body).unwrap_or_default())
-            .map_err(|e| http_err("patch machinehealthcheck", e))?;
+            .map_err(|e| local_err("patch machinehealthcheck", e))?;
         self.client()
             .request_text(req)
             .await
             .map(|_| ())
-            .map_err(kube_err("patch machinehealthcheck"))
+            .map_err(api_err("patch machinehealthcheck"))
     }
 
     /// Pause every MachineHealthCheck that is not paused yet, marking the pause as the agent's.

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::phases::PhaseService;
 use super::status::DaemonStatus;
-use crate::adapters::kube::{Cluster, KubeError, NodeReport};
+use crate::adapters::kube::{local_err, Cluster, KubeError, NodeReport};
 use crate::config::Settings;
 
 /// How often local facts are compared with what was last written.
@@ -370,11 +370,7 @@ pub async fn feed_cluster_policies(svc: Arc<ClusterService>) {
             };
             let mut changes = cp::changes(&c).await?;
             let list = cp::list_all(&c).await?;
-            if cp::store(&s.state_dir, &list).map_err(|e| KubeError::Api {
-                what: "store cluster policies".into(),
-                code: 0,
-                message: e,
-            })? {
+            if cp::store(&s.state_dir, &list).map_err(|e| local_err("store cluster policies", e))? {
                 tracing::info!(
                     rna_component = "cluster",
                     objects = list["items"].as_array().map(|a| a.len()).unwrap_or(0),
@@ -388,7 +384,7 @@ pub async fn feed_cluster_policies(svc: Arc<ClusterService>) {
                     ev = changes.next() => {
                         if ev.is_none() { break; }
                         let list = cp::list_all(&c).await?;
-                        if cp::store(&s.state_dir, &list).map_err(|e| KubeError::Api { what: "store cluster policies".into(), code: 0, message: e })? {
+                        if cp::store(&s.state_dir, &list).map_err(|e| local_err("store cluster policies", e))? {
                             tracing::info!(rna_component = "cluster", objects = list["items"].as_array().map(|a| a.len()).unwrap_or(0), "mirror policies from the cluster updated");
                         }
                     }
