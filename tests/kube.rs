@@ -260,53 +260,21 @@ async fn apply_rbac(client: &kube::Client) {
 
 /// Apply one of the repository's RBAC manifests as the admin.
 async fn apply_manifest(client: &kube::Client, file: &str) {
-    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
-    let pp = PostParams::default();
     for doc in text.split("\n---\n") {
         let v: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
-        match v["kind"].as_str().unwrap() {
-            "Namespace" => {
-                Api::<Namespace>::all(client.clone())
-                    .create(&pp, &serde_json::from_value(v).unwrap())
-                    .await
-                    .unwrap();
-            }
-            "ServiceAccount" => {
-                Api::<ServiceAccount>::namespaced(client.clone(), "rhel-node-agent")
-                    .create(&pp, &serde_json::from_value(v).unwrap())
-                    .await
-                    .unwrap();
-            }
-            "ClusterRole" => {
-                Api::<ClusterRole>::all(client.clone())
-                    .create(&pp, &serde_json::from_value(v).unwrap())
-                    .await
-                    .unwrap();
-            }
-            "ClusterRoleBinding" => {
-                Api::<ClusterRoleBinding>::all(client.clone())
-                    .create(&pp, &serde_json::from_value(v).unwrap())
-                    .await
-                    .unwrap();
-            }
-            "Role" => {
-                let ns = v["metadata"]["namespace"].as_str().unwrap().to_string();
-                Api::<Role>::namespaced(client.clone(), &ns)
-                    .create(&pp, &serde_json::from_value(v).unwrap())
-                    .await
-                    .unwrap();
-            }
-            "RoleBinding" => {
-                let ns = v["metadata"]["namespace"].as_str().unwrap().to_string();
-                Api::<RoleBinding>::namespaced(client.clone(), &ns)
-                    .create(&pp, &serde_json::from_value(v).unwrap())
-                    .await
-                    .unwrap();
-            }
-            k => panic!("unexpected kind {k} in deploy/rbac.yaml"),
-        }
+        let ns = v["metadata"]["namespace"].as_str().unwrap_or("");
+        let rbac = "/apis/rbac.authorization.k8s.io/v1";
+        let path = match v["kind"].as_str().unwrap() {
+            "Namespace" => "/api/v1/namespaces".to_string(),
+            "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+            "ClusterRole" => format!("{rbac}/clusterroles"),
+            "ClusterRoleBinding" => format!("{rbac}/clusterrolebindings"),
+            "Role" => format!("{rbac}/namespaces/{ns}/roles"),
+            "RoleBinding" => format!("{rbac}/namespaces/{ns}/rolebindings"),
+            k => panic!("unexpected kind {k} in {file}"),
+        };
+        create_raw(client, &path, v).await;
     }
 }
 
@@ -360,14 +328,21 @@ where
 }
 
 /// The daemon for `node`, with the agent's kubeconfig at /etc/rhel-node-agent/kubeconfig in its
-/// root (configuration paths are taken under --root).
-fn agent(kubeconfig: &Path, node: &str) -> Daemon {
+/// root (configuration paths are taken under --root). `extra` follows the kubeconfig key in the
+/// `[kubernetes]` table (and may open further tables); `prepare` writes more files into the root.
+fn kube_agent(kubeconfig: &Path, node: &str, extra: &str, prepare: impl FnOnce(&Path)) -> Daemon {
     let config = format!(
-        "[node]\nname = \"{node}\"\n[kubernetes]\nkubeconfig = \"/etc/rhel-node-agent/kubeconfig\"\nheartbeat = \"2s\"\n"
+        "[node]\nname = \"{node}\"\n[kubernetes]\nkubeconfig = \"/etc/rhel-node-agent/kubeconfig\"\n{extra}"
     );
     Daemon::start_prepared(&config, None, &[], |root| {
         fs::copy(kubeconfig, root.join("etc/rhel-node-agent/kubeconfig")).unwrap();
+        prepare(root);
     })
+}
+
+/// The daemon for `node` with a 2 s heartbeat.
+fn agent(kubeconfig: &Path, node: &str) -> Daemon {
+    kube_agent(kubeconfig, node, "heartbeat = \"2s\"\n", |_| {})
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -743,12 +718,8 @@ async fn create_raw(client: &kube::Client, path: &str, body: serde_json::Value) 
 }
 
 fn drain_agent(kubeconfig: &Path, node: &str, timeout: &str) -> Daemon {
-    let config = format!(
-        "[node]\nname = \"{node}\"\n[kubernetes]\nkubeconfig = \"/etc/rhel-node-agent/kubeconfig\"\n[kubernetes.drain]\ntimeout = \"{timeout}\"\n"
-    );
-    Daemon::start_prepared(&config, None, &[], |root| {
-        fs::copy(kubeconfig, root.join("etc/rhel-node-agent/kubeconfig")).unwrap();
-    })
+    let extra = format!("[kubernetes.drain]\ntimeout = \"{timeout}\"\n");
+    kube_agent(kubeconfig, node, &extra, |_| {})
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -964,12 +935,8 @@ async fn an_api_server_that_is_down_at_start_is_reported_and_picked_up_later() {
 
 /// An agent for `node` with hooks that record when its upgrade window starts and ends.
 fn slot_agent(kubeconfig: &Path, node: &str, marks: &Path, lease: &str) -> Daemon {
-    let config = format!(
-        "[node]\nname = \"{node}\"\n[kubernetes]\nkubeconfig = \"/etc/rhel-node-agent/kubeconfig\"\nlease_duration = \"{lease}\"\n"
-    );
-    let marks = marks.to_path_buf();
-    Daemon::start_prepared(&config, None, &[], move |root| {
-        fs::copy(kubeconfig, root.join("etc/rhel-node-agent/kubeconfig")).unwrap();
+    let extra = format!("lease_duration = \"{lease}\"\n");
+    kube_agent(kubeconfig, node, &extra, |root| {
         use std::os::unix::fs::PermissionsExt;
         for (phase, body) in [
             (
@@ -1194,15 +1161,7 @@ async fn machine_health_checks_are_paused_while_any_node_holds_a_slot() {
         create_node(&admin, n).await;
     }
     let kc = server.kubeconfig("agent", AGENT_TOKEN);
-    let agent = |node: &str| {
-        let config = format!(
-            "[node]\nname = \"{node}\"\n[kubernetes]\nkubeconfig = \"/etc/rhel-node-agent/kubeconfig\"\npause_machine_health_checks = true\n"
-        );
-        let kc = kc.clone();
-        Daemon::start_prepared(&config, None, &[], move |root| {
-            fs::copy(&kc, root.join("etc/rhel-node-agent/kubeconfig")).unwrap();
-        })
-    };
+    let agent = |node: &str| kube_agent(&kc, node, "pause_machine_health_checks = true\n", |_| {});
     let (d1, d2) = (agent("m1"), agent("m2"));
     let run = |d: &Daemon, phase: &str| {
         let o = d.cli(&["phase", "run", phase]);
@@ -1294,10 +1253,8 @@ async fn mirror_policies_from_the_cluster_are_applied_and_removed() {
     }
     create_node(&admin, "pol").await;
     let kc = server.kubeconfig("agent", AGENT_TOKEN);
-    let config = "[node]\nname = \"pol\"\n[mirrors]\non_drain_required = \"apply\"\n[kubernetes]\nkubeconfig = \"/etc/rhel-node-agent/kubeconfig\"\nwatch_cluster_policies = true\n";
-    let d = Daemon::start_prepared(config, None, &[], |root| {
-        fs::copy(&kc, root.join("etc/rhel-node-agent/kubeconfig")).unwrap();
-    });
+    let extra = "watch_cluster_policies = true\n[mirrors]\non_drain_required = \"apply\"\n";
+    let d = kube_agent(&kc, "pol", extra, |_| {});
     create_raw(&admin, "/apis/config.openshift.io/v1/imagedigestmirrorsets", json!({
         "apiVersion": "config.openshift.io/v1", "kind": "ImageDigestMirrorSet", "metadata": {"name": "from-cluster"},
         "spec": {"imageDigestMirrors": [{"source": "quay.io/cluster-ns", "mirrors": ["mirror.cluster.local/ns"]}]}})).await;
