@@ -16,9 +16,7 @@ W=$(mktemp -d /var/tmp/rna-fwbench.XXXXXX)
 trap 'stop_container; rm -rf "$W"' EXIT
 U="$W/upper"
 mkdir -p "$U/etc/systemd/system/multi-user.target.wants" "$U/etc/containers" "$U/etc/rhel-node-agent/config.d"
-install -D -m 0755 "$BIN" "$U/usr/bin/rhel-node-agent"
-install -D -m 0644 systemd/rhel-node-agent.service "$U/etc/systemd/system/rhel-node-agent.service"
-ln -sf ../rhel-node-agent.service "$U/etc/systemd/system/multi-user.target.wants/rhel-node-agent.service"
+stage_agent "$U" "$BIN"
 : > "$U/etc/containers/registries.conf"
 printf '[mirrors]\nreload_units = []\n[firewalld]\nstate = "disabled"\n' > "$U/etc/rhel-node-agent/config.d/50-bench.toml"
 boot_container "$W" rna-fwbench >/dev/null || exit 1

@@ -21,9 +21,7 @@ trap cleanup EXIT
 
 U="$W/upper"
 stage_crio "$U"
-install -D -m 0755 "$BIN" "$U/usr/bin/rhel-node-agent"
-install -D -m 0644 systemd/rhel-node-agent.service "$U/etc/systemd/system/rhel-node-agent.service"
-ln -sf ../rhel-node-agent.service "$U/etc/systemd/system/multi-user.target.wants/rhel-node-agent.service"
+stage_agent "$U" "$BIN"
 # A short watchdog for the test (the shipped unit says 30 s).
 install -D -m 0644 /dev/stdin "$U/etc/systemd/system/rhel-node-agent.service.d/50-test.conf" <<'EOF2'
 [Service]

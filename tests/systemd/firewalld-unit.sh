@@ -20,10 +20,7 @@ cleanup() {
 trap cleanup EXIT
 
 U="$W/upper"
-mkdir -p "$U/etc/systemd/system/multi-user.target.wants"
-install -D -m 0755 "$BIN" "$U/usr/bin/rhel-node-agent"
-install -D -m 0644 systemd/rhel-node-agent.service "$U/etc/systemd/system/rhel-node-agent.service"
-ln -sf ../rhel-node-agent.service "$U/etc/systemd/system/multi-user.target.wants/rhel-node-agent.service"
+stage_agent "$U" "$BIN"
 mkdir -p "$U/etc/containers" "$U/etc/rhel-node-agent/config.d" "$U/etc/rhel-node-agent/hooks.d/pre-upgrade.d"
 : > "$U/etc/containers/registries.conf"
 cat > "$U/etc/rhel-node-agent/config.d/50-test.toml" <<'EOF'

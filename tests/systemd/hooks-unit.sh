@@ -21,10 +21,7 @@ cleanup() {
 trap cleanup EXIT
 
 U="$W/upper"
-mkdir -p "$U/etc/systemd/system/multi-user.target.wants"
-install -D -m 0755 "$BIN" "$U/usr/bin/rhel-node-agent"
-install -D -m 0644 systemd/rhel-node-agent.service "$U/etc/systemd/system/rhel-node-agent.service"
-ln -sf ../rhel-node-agent.service "$U/etc/systemd/system/multi-user.target.wants/rhel-node-agent.service"
+stage_agent "$U" "$BIN"
 install -D -m 0644 /dev/stdin "$U/etc/systemd/system/rhel-node-agent.service.d/50-test.conf" <<'EOF'
 [Service]
 RestartSec=1s

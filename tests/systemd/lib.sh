@@ -41,6 +41,14 @@ stop_container() {
   if [ -n "${NSPAWN:-}" ]; then kill -TERM "$NSPAWN" 2>/dev/null; wait "$NSPAWN" 2>/dev/null; NSPAWN=""; fi
 }
 
+# The agent as the package installs it: the binary, the shipped unit, enabled at boot.
+stage_agent() {  # stage_agent UPPER_DIR BINARY
+  mkdir -p "$1/etc/systemd/system/multi-user.target.wants"
+  install -D -m 0755 "$2" "$1/usr/bin/rhel-node-agent"
+  install -D -m 0644 systemd/rhel-node-agent.service "$1/etc/systemd/system/rhel-node-agent.service"
+  ln -sf ../rhel-node-agent.service "$1/etc/systemd/system/multi-user.target.wants/rhel-node-agent.service"
+}
+
 # A stand-in crio.service that records reloads in /var/log/crio-reloads and, when
 # /etc/crio-fail-reload exists, dies during the reload (as a CRI-O rejecting its configuration).
 stage_crio() {  # stage_crio UPPER_DIR
