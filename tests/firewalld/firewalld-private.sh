@@ -98,7 +98,11 @@ wait_for 5 ip netns exec "$NS" sh -c 'ss -ltn | grep -q ":8080 "'
 
 R="$W/root"
 : > "$R/etc/containers/registries.conf"
-conf() { cat > "$R/etc/rhel-node-agent/config.d/50-test.toml"; }
+# The agent's configuration: firewalld enabled (no units reloaded: no systemd on this bus), then the
+# zone declarations from stdin.
+conf() {
+  { printf '[mirrors]\nreload_units = []\n[firewalld]\nstate = "enabled"\n'; cat; } > "$R/etc/rhel-node-agent/config.d/50-test.toml"
+}
 rna() { "$BIN" --root "$R" --system-bus "$BUS" "$@"; }
 runtime_ports() { "${BUSCTL[@]}" call "${FW[@]}" org.fedoraproject.FirewallD1.zone getPorts s public; }
 has_runtime_port() { runtime_ports | grep "\"$1\" \"tcp\"" >/dev/null; }
@@ -107,10 +111,6 @@ perm_has() { grep "port=\"$1\"" "$W/etc-firewalld/zones/public.xml" >/dev/null 2
   || grep "port port=\"$1\"" "$W/etc-firewalld/zones/public.xml" >/dev/null 2>&1; }
 
 conf <<'EOF'
-[mirrors]
-reload_units = []
-[firewalld]
-state = "enabled"
 default_zone = "public"
 [[firewalld.zone]]
 name = "public"
@@ -154,10 +154,6 @@ case "$out" in *"nothing to change"*)
 
 # --- a bad declaration never half-applies -----------------------------------------------------------
 conf <<'EOF'
-[mirrors]
-reload_units = []
-[firewalld]
-state = "enabled"
 [[firewalld.zone]]
 name = "public"
 ports = ["8080/tcp", "9191/tcp"]
@@ -169,10 +165,6 @@ out=$(rna firewall apply 2>&1); rc=$?
 case "$out" in *"firewalld.zone[1].name"*INVALID_ZONE*) [ $rc = 2 ] && pass "unknown zone: exit 2, error names firewalld.zone[1].name" || fail "exit $rc: $out";; *) fail "unknown zone: $out";; esac
 has_runtime_port 9191 && fail "9191 added although the declaration was bad" || pass "nothing applied from the bad declaration"
 conf <<'EOF'
-[mirrors]
-reload_units = []
-[firewalld]
-state = "enabled"
 [[firewalld.zone]]
 name = "public"
 ports = ["8080/tcp", "9191/tcp"]
@@ -182,10 +174,6 @@ out=$(rna firewall apply 2>&1); rc=$?
 case "$out" in *"firewalld.zone[0].services[1]"*INVALID_SERVICE*) [ $rc = 2 ] && pass "unknown service: exit 2, error names firewalld.zone[0].services[1]" || fail "exit $rc: $out";; *) fail "unknown service: $out";; esac
 has_runtime_port 9191 && fail "9191 added despite the unknown service" || pass "nothing applied"
 conf <<'EOF'
-[mirrors]
-reload_units = []
-[firewalld]
-state = "enabled"
 [[firewalld.zone]]
 name = "public"
 ports = ["8080/tcp", "99999/tcp"]
@@ -195,10 +183,6 @@ case "$out" in *"firewalld.zone[0].ports[1]"*"not a port number"*) [ $rc = 2 ] &
 
 # --- the daemon restores drift ------------------------------------------------------------------------
 conf <<'EOF'
-[mirrors]
-reload_units = []
-[firewalld]
-state = "enabled"
 [[firewalld.zone]]
 name = "public"
 ports = ["8080/tcp"]
