@@ -226,6 +226,15 @@ pub struct FirewallReport {
 }
 
 impl FirewallReport {
+    /// The unit actions and zone changes, one line each, for logs and output.
+    pub fn actions(&self) -> Vec<String> {
+        self.unit_actions
+            .iter()
+            .map(|a| a.name().to_string())
+            .chain(self.changes.iter().map(|c| c.to_string()))
+            .collect()
+    }
+
     /// Something had to be changed (or would be, in a dry run).
     pub fn changed(&self) -> bool {
         !self.unit_actions.is_empty() || !self.changes.is_empty()

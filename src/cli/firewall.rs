@@ -173,12 +173,7 @@ pub fn run(cmd: &FirewallCommand, g: &Global) -> Result<Exit, CliError> {
         }
     }
     let verb = if dry_run { "would" } else { "did" };
-    let actions: Vec<String> = report
-        .unit_actions
-        .iter()
-        .map(|a| a.name().to_string())
-        .chain(report.changes.iter().map(|c| c.to_string()))
-        .collect();
+    let actions = report.actions();
     match (cmd, actions.is_empty()) {
         (_, true) => println!("in sync: nothing to change"),
         (FirewallCommand::Status, false) => {

@@ -210,12 +210,7 @@ impl FirewallService {
                     .map(|u| u.short())
                     .unwrap_or_default();
                 let after = r.unit_after.as_ref().map(|u| u.short()).unwrap_or_default();
-                let what: Vec<String> = r
-                    .unit_actions
-                    .iter()
-                    .map(|a| a.name().to_string())
-                    .chain(r.changes.iter().map(|c| c.to_string()))
-                    .collect();
+                let what = r.actions();
                 if drift {
                     self.metrics.firewalld_drifts.inc();
                     tracing::warn!(rna_component = "firewalld", trigger, before = %before, after = %after, restored = %what.join("; "), "firewalld drift restored");

@@ -722,6 +722,27 @@ impl PhaseCtx {
         rfc3339(SystemTime::now())
     }
 
+    /// Record a step as started (written before it runs) and tell the clients; its index.
+    fn start_step(&self, st: &Step) -> Option<usize> {
+        let idx = self
+            .svc
+            .with_journal(|j| j.step_started(self.phase, st.clone()));
+        let _ = self.svc.persist();
+        self.emit_step(st);
+        idx
+    }
+
+    /// Record how step `idx` ended (written after it ran) and tell the clients.
+    fn end_step(&self, idx: Option<usize>, st: &Step) {
+        if let Some(i) = idx {
+            let st = st.clone();
+            self.svc
+                .with_journal(|j| j.step_update(self.phase, i, |x| *x = st));
+        }
+        let _ = self.svc.persist();
+        self.emit_step(st);
+    }
+
     /// Run the planned steps; Ok(summary) or Err(why the phase failed).
     async fn execute(&self) -> Result<String, String> {
         let mut done = Vec::new();
@@ -733,11 +754,7 @@ impl PhaseCtx {
                 }
                 PlannedStep::Builtin(b) => {
                     let mut st = phases::builtin_step(b, &Self::time());
-                    let idx = self
-                        .svc
-                        .with_journal(|j| j.step_started(self.phase, st.clone()));
-                    let _ = self.svc.persist();
-                    self.emit_step(&st);
+                    let idx = self.start_step(&st);
                     let outcome = self.builtin(b).await;
                     let (state, msg) = match &outcome {
                         BuiltinOutcome::Done(m) => (RunState::Succeeded, m.clone()),
@@ -747,13 +764,7 @@ impl PhaseCtx {
                     st.state = state;
                     st.message = msg.clone();
                     st.finished_at = Some(Self::time());
-                    if let Some(i) = idx {
-                        let st2 = st.clone();
-                        self.svc
-                            .with_journal(|j| j.step_update(self.phase, i, |x| *x = st2));
-                    }
-                    let _ = self.svc.persist();
-                    self.emit_step(&st);
+                    self.end_step(idx, &st);
                     let level_msg = format!("{}: {}", b.name(), msg);
                     match outcome {
                         BuiltinOutcome::Failed(_) => return Err(level_msg),
@@ -914,11 +925,7 @@ impl PhaseCtx {
         };
         let mut st = Step::started(name, StepKind::Hook, &Self::time());
         st.path = Some(path.display().to_string());
-        let idx = self
-            .svc
-            .with_journal(|j| j.step_started(self.phase, st.clone()));
-        let _ = self.svc.persist();
-        self.emit_step(&st);
+        let idx = self.start_step(&st);
         tracing::info!(rna_component = "hooks", rna_phase = %self.phase, rna_hook = %name, runner = runner.name(), timeout_s = timeout.as_secs(), "hook started");
         let phase = self.phase;
         let id = self.id.clone();
@@ -982,13 +989,7 @@ impl PhaseCtx {
         st.output_tail = outcome.tail.clone();
         st.finished_at = Some(Self::time());
         st.runner = None;
-        if let Some(i) = idx {
-            let st2 = st.clone();
-            self.svc
-                .with_journal(|j| j.step_update(self.phase, i, |x| *x = st2));
-        }
-        let _ = self.svc.persist();
-        self.emit_step(&st);
+        self.end_step(idx, &st);
         if outcome.ok() {
             tracing::info!(rna_component = "hooks", rna_phase = %self.phase, rna_hook = %name, result = %desc, "hook succeeded");
             Ok(())
