@@ -510,4 +510,5 @@ fn version_names_the_commit_and_the_build_target() {
         text.contains(", target x86_64-") || text.contains(", target aarch64-"),
         "{text}"
     );
+    assert!(text.trim_end().ends_with(", tls openssl)"), "{text}");
 }

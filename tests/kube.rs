@@ -19,7 +19,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 mod common;
-use common::{Daemon, BIN};
+use common::{bin, Daemon};
 
 const ADMIN_TOKEN: &str = "admin-token-for-tests";
 const AGENT_TOKEN: &str = "agent-token-for-tests";
@@ -519,7 +519,6 @@ async fn node_condition_annotations_and_cordon_ownership_against_a_real_api_serv
         .await
         .unwrap_err();
     assert!(matches!(denied, kube::Error::Api(s) if s.code == 403));
-    let _ = BIN;
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -551,7 +550,7 @@ async fn a_missing_node_and_an_api_server_that_goes_away_are_reported_not_fatal(
     })
     .await;
     assert_eq!(d.status()["mirrors"]["state"], "ok", "local duties go on");
-    let client = Command::new(BIN)
+    let client = Command::new(bin())
         .arg("--root")
         .arg(&d.root)
         .args(["phase", "run", "pre-cordon", "--upgrade-id", "outage"])

@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod demo;
+pub mod docs;
 pub mod firewall;
 pub mod mirrors;
 pub mod node;
@@ -61,15 +62,48 @@ impl CliError {
     }
 }
 
-/// `--version`: version, commit and build target (support asks for all three).
+/// `--version`: version, commit, build target and TLS implementation (support asks for them).
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
     env!("RNA_BUILD_COMMIT"),
     ", target ",
     env!("RNA_BUILD_TARGET"),
+    ", tls ",
+    tls_backend!(),
     ")"
 );
+
+/// The Kubernetes client's TLS implementation in this build (the RHEL 8 and RHEL 9 packages
+/// differ): a macro, because `concat!` takes only literals.
+#[cfg(feature = "tls-openssl")]
+macro_rules! tls_backend {
+    () => {
+        "openssl"
+    };
+}
+#[cfg(all(feature = "tls-rustls", not(feature = "tls-openssl")))]
+macro_rules! tls_backend {
+    () => {
+        "rustls"
+    };
+}
+use tls_backend;
+#[cfg(not(any(feature = "tls-openssl", feature = "tls-rustls")))]
+compile_error!("build with the `tls-openssl` (default) or the `tls-rustls` feature");
+
+/// The exit codes, for `--help` and the man page (scripts and Ansible rely on them).
+const EXIT_CODES_HELP: &str = "Exit status:
+  0  success; also \"already done\" and \"skipped: no cluster configured\"
+  1  the operation failed, or (check/verify) a difference or problem was found
+  2  usage error or invalid input (bad policy, bad config); nothing was changed
+  3  refused: phase order, or an ownership rule (someone else's cordon, a file owned by the daemon)
+  4  the daemon could not be reached (after --wait-daemon)
+
+Files: /etc/rhel-node-agent/config.d/*.toml (settings; vendor defaults in
+/usr/lib/rhel-node-agent/config.d/), /etc/rhel-node-agent/mirrors.d/ (mirror policies),
+/etc/rhel-node-agent/hooks.d/<phase>.d/ (upgrade hooks), /var/lib/rhel-node-agent/ (state).
+Documentation: /usr/share/doc/rhel-node-agent/.";
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -83,7 +117,8 @@ pub enum OutputFormat {
 
 /// rhel-node-agent: image mirrors, upgrade hooks, firewalld and readiness for RHEL worker nodes.
 #[derive(Debug, Parser)]
-#[command(name = "rhel-node-agent", version, long_version = LONG_VERSION, about, propagate_version = true)]
+#[command(name = "rhel-node-agent", version, long_version = LONG_VERSION, about, propagate_version = true,
+    after_long_help = EXIT_CODES_HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -167,6 +202,9 @@ pub enum Command {
     /// Cordon, uncordon or drain this node in the cluster (with ownership rules).
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Write the man pages and shell completions (used by the package build).
+    #[command(hide = true)]
+    GenerateDocs(docs::GenerateDocsArgs),
 }
 
 /// Run a parsed command line; returns the exit code.
@@ -182,6 +220,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Upgrade(c) => phase::upgrade(c, &cli.global),
         Command::Firewall(c) => firewall::run(c, &cli.global),
         Command::Node(c) => node::run(c, &cli.global),
+        Command::GenerateDocs(a) => docs::run(a),
     };
     match result {
         Ok(code) => code,

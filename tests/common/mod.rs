@@ -6,8 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The binary under test.
+/// The binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_rhel-node-agent");
+
+/// The binary under test: `RNA_AGENT_BIN` when set (the package stage runs tests against the
+/// packaged release binaries, e.g. the RHEL 8 build with rustls), else the one cargo built.
+pub fn bin() -> PathBuf {
+    std::env::var_os("RNA_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(BIN))
+}
 
 /// The administrator's registries.conf every daemon test starts from.
 pub const BASE: &str =
@@ -89,7 +97,7 @@ impl Daemon {
     }
 
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
+        Command::new(bin())
             .arg("--root")
             .arg(&self.root)
             .args(args)
@@ -152,7 +160,7 @@ pub fn write_atomically(path: &Path, text: &str) {
 
 /// Start `rhel-node-agent --root ROOT daemon`, appending its log to `DIR/daemon.log`.
 fn spawn(root: &Path, dir: &Path, notify_socket: Option<&Path>, env: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     if let Some(n) = notify_socket {
         cmd.env("NOTIFY_SOCKET", n);
     }

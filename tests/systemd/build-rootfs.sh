@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Build (once) the bootable Debian 12 rootfs the systemd tests boot with systemd-nspawn: systemd as
 # PID 1, dbus, firewalld + nftables (for the firewalld tests), netbase (firewalld needs
-# /etc/protocols). Cached by version under $RNA_TEST_CACHE; prints the rootfs path.
+# /etc/protocols), rpm (the installed-package test installs the RPM inside). Cached by version
+# under $RNA_TEST_CACHE; prints the rootfs path.
 # Needs root; installs systemd-container (pinned to the host's systemd version) and debootstrap.
 set -euo pipefail
 CACHE=${RNA_TEST_CACHE:-/var/cache/rhel-node-agent-test}
-VERSION=v1
+VERSION=v2
 OUT="$CACHE/rootfs-bookworm-$VERSION"
 if [ -f "$OUT/.complete" ]; then echo "$OUT"; exit 0; fi
 # One builder at a time (parallel test runs share the cache).
@@ -27,7 +28,7 @@ MIRROR=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev
 rm -rf "$OUT.tmp"; mkdir -p "$(dirname "$OUT")"
 debootstrap --variant=minbase --include=systemd,dbus,systemd-sysv bookworm "$OUT.tmp" "$MIRROR" >&2
 systemd-nspawn -q -D "$OUT.tmp" --register=no --keep-unit -E DEBIAN_FRONTEND=noninteractive sh -c \
-  'apt-get update -qq && apt-get install -y -qq --no-install-recommends firewalld nftables netbase iproute2 procps >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*' >&2
+  'apt-get update -qq && apt-get install -y -qq --no-install-recommends firewalld nftables netbase iproute2 procps rpm >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*' >&2
 # A quiet test target: no getty, no apt timers, fixed hostname, a fresh machine-id per boot.
 rm -f "$OUT.tmp/etc/systemd/system/getty.target.wants/"* 2>/dev/null || true
 ln -sf /dev/null "$OUT.tmp/etc/systemd/system/console-getty.service"
