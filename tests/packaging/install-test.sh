@@ -22,6 +22,7 @@ PASS=0; FAIL=0
 pass() { PASS=$((PASS+1)); echo "[PASS] $1"; }
 fail() { FAIL=$((FAIL+1)); echo "[FAIL] $1"; }
 expect() { local what=$1; shift; if "$@"; then pass "$what"; else fail "$what"; fi; }
+quiet() { "$@" >/dev/null; }
 
 # The upgrade packages (release 2: same defaults; release 3: 50-site.toml changed).
 UPG=${RNA_RPM_UPGRADES:-}
@@ -112,8 +113,8 @@ check_installed() {  # check_installed REL PKG
   local vr; vr=$(q -ql "$pkg" | grep -E '^/(var|run)/' | tr '\n' ' ')
   [ -z "$vr" ] && pass "$rel: nothing under /var or /run (the unit's StateDirectory=/RuntimeDirectory=)" || fail "$rel: packaged under /var or /run: $vr"
   expect "$rel: every line of the shipped 50-site.toml is a comment" sh -c "! grep -v -e '^#' -e '^\$' $ROOT/$SITE"
-  expect "$rel: the installed binary runs: $("$ROOT/usr/bin/rhel-node-agent" --version 2>&1)" "$ROOT/usr/bin/rhel-node-agent" --version
-  expect "$rel: the installed binary accepts the installed configuration" "$ROOT/usr/bin/rhel-node-agent" --root "$ROOT" config check
+  expect "$rel: the installed binary runs: $("$ROOT/usr/bin/rhel-node-agent" --version 2>&1)" quiet "$ROOT/usr/bin/rhel-node-agent" --version
+  expect "$rel: the installed binary accepts the installed configuration" quiet "$ROOT/usr/bin/rhel-node-agent" --root "$ROOT" config check
   expect "$rel: rpm -V is clean after install" sh -c "[ -z \"\$(rpm --root '$ROOT' --define '_dbpath /var/lib/rpm' -V --nodeps $pkg 2>&1)\" ]"
 }
 
@@ -153,7 +154,7 @@ for rel in el8 el9; do
   expect "$rel upgrade: the new default is written as 50-site.toml.rpmnew" has $SITE.rpmnew 'added in release 3'
   admin_files_kept "$rel upgrade"
   expect "$rel upgrade: release 3 installed" sh -c "rpm --root '$ROOT' --define '_dbpath /var/lib/rpm' -q rhel-node-agent | grep -- '-3.$rel' >/dev/null"
-  expect "$rel upgrade: the admin's configuration is still valid" "$ROOT/usr/bin/rhel-node-agent" --root "$ROOT" config check
+  expect "$rel upgrade: the admin's configuration is still valid" quiet "$ROOT/usr/bin/rhel-node-agent" --root "$ROOT" config check
   RPM -e rhel-node-agent
   calls_are "$rel erase: scriptlet" "$ON_ERASE"
   expect "$rel erase: the edited 50-site.toml is saved as .rpmsave" has $SITE.rpmsave 'LOCAL-EDIT'
