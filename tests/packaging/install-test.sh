@@ -15,7 +15,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
 DIR=$(cd "${1:-target/rpm}" && pwd)
-command -v busybox >/dev/null || { echo "busybox-static is needed"; exit 1; }
+BUSYBOX=$(command -v busybox) || { echo "busybox-static is needed"; exit 1; }
+if ldd "$BUSYBOX" >/dev/null 2>&1; then echo "$BUSYBOX is dynamically linked: install busybox-static"; exit 1; fi
 W=$(mktemp -d /var/tmp/rna-rpm-install.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 PASS=0; FAIL=0
@@ -39,7 +40,7 @@ RPM() { rpm --root "$ROOT" --define '_dbpath /var/lib/rpm' --nodeps "$@" 2>&1 |
 mkroot() {  # mkroot el8|el9
   rm -rf "$ROOT"; mkdir -p "$ROOT"/{bin,dev,usr/bin,usr/lib/systemd,var/log,etc}
   mknod -m 666 "$ROOT/dev/null" c 1 3   # scriptlets get no /dev under --root
-  cp "$(command -v busybox)" "$ROOT/bin/busybox"
+  cp "$BUSYBOX" "$ROOT/bin/busybox"
   chroot "$ROOT" /bin/busybox --install -s /bin
   printf '#!/bin/sh\necho "systemctl $*" >> /var/log/systemd-calls.log\n' > "$ROOT/usr/bin/systemctl"
   chmod 755 "$ROOT/usr/bin/systemctl"
