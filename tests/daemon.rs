@@ -333,9 +333,18 @@ fn metrics_are_served_and_pass_promtool() {
         s.read_to_string(&mut out).unwrap();
         out
     };
-    let reply = fetch();
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    let body = reply.split_once("\r\n\r\n").unwrap().1.to_string();
+    // The file is replaced before the reconcile that replaced it is counted: poll the counter.
+    let changed = "rna_reconciles_total{component=\"mirrors\",outcome=\"changed\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let reply = fetch();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        let body = reply.split_once("\r\n\r\n").unwrap().1.to_string();
+        if body.contains(changed) || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     for want in [
         "rna_reconciles_total{component=\"mirrors\",outcome=\"changed\"} 1",
         "rna_reconcile_duration_seconds_count",
