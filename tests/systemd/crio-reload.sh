@@ -9,16 +9,10 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${RNA_BIN:-target/debug/rhel-node-agent}
 . tests/systemd/lib.sh
-W=$(mktemp -d /var/tmp/rna-systemd.XXXXXX)
+make_workdir systemd
 t0=$(date +%s)
 DAEMON=""
-cleanup() {
-  [ -n "$DAEMON" ] && kill "$DAEMON" 2>/dev/null && wait "$DAEMON" 2>/dev/null
-  stop_container
-  [ "${KEEP:-0}" = 1 ] && { echo "kept $W"; return; }
-  rm -rf "$W"
-}
-trap cleanup EXIT
+before_cleanup() { [ -n "$DAEMON" ] && kill "$DAEMON" 2>/dev/null && wait "$DAEMON" 2>/dev/null; }
 stage_crio "$W/upper"
 boot_container "$W" rna-crio-test || exit 1
 crio_state() { IN systemctl is-active crio.service 2>/dev/null; }

@@ -10,14 +10,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${RNA_BIN:-target/debug/rhel-node-agent}
 . tests/systemd/lib.sh
-W=$(mktemp -d /var/tmp/rna-unit.XXXXXX)
+make_workdir unit
 t0=$(date +%s)
-cleanup() {
-  stop_container
-  [ "${KEEP:-0}" = 1 ] && { echo "kept $W"; return; }
-  rm -rf "$W"
-}
-trap cleanup EXIT
 
 U="$W/upper"
 stage_crio "$U"

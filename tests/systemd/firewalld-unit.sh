@@ -11,13 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${RNA_BIN:-target/debug/rhel-node-agent}
 . tests/systemd/lib.sh
-W=$(mktemp -d /var/tmp/rna-fwunit.XXXXXX)
-cleanup() {
-  stop_container
-  [ "${KEEP:-0}" = 1 ] && { echo "kept $W"; return; }
-  rm -rf "$W"
-}
-trap cleanup EXIT
+make_workdir fwunit
 
 U="$W/upper"
 stage_agent "$U" "$BIN"

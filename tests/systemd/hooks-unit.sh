@@ -12,13 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${RNA_BIN:-target/debug/rhel-node-agent}
 . tests/systemd/lib.sh
-W=$(mktemp -d /var/tmp/rna-hooks.XXXXXX)
-cleanup() {
-  stop_container
-  [ "${KEEP:-0}" = 1 ] && { echo "kept $W"; return; }
-  rm -rf "$W"
-}
-trap cleanup EXIT
+make_workdir hooks
 
 U="$W/upper"
 stage_agent "$U" "$BIN"

@@ -13,6 +13,19 @@ wait_for() {  # wait_for DESCRIPTION COMMAND...   (up to 10 s)
   echo "  timed out: $what"; return 1
 }
 
+# make_workdir NAME: $W, a scratch directory under /var/tmp that is removed on exit, with the
+# container stopped first (KEEP=1 keeps it). A script with more to undo defines before_cleanup.
+make_workdir() {
+  W=$(mktemp -d "/var/tmp/rna-$1.XXXXXX")
+  trap cleanup_workdir EXIT
+}
+cleanup_workdir() {
+  if declare -F before_cleanup >/dev/null; then before_cleanup; fi
+  stop_container
+  [ "${KEEP:-0}" = 1 ] && { echo "kept $W"; return; }
+  rm -rf "$W"
+}
+
 boot_container() {  # boot_container W NAME
   local W=$1 NAME=$2 ROOTFS st
   ROOTFS=$(tests/systemd/build-rootfs.sh) || { echo "cannot build the rootfs"; return 1; }

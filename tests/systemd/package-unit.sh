@@ -11,14 +11,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 DIR=$(cd "${1:-target/rpm}" && pwd)
 . tests/systemd/lib.sh
-W=$(mktemp -d /var/tmp/rna-pkg.XXXXXX)
+make_workdir pkg
 t0=$(date +%s)
-cleanup() {
-  stop_container
-  [ "${KEEP:-0}" = 1 ] && { echo "kept $W"; return; }
-  rm -rf "$W"
-}
-trap cleanup EXIT
 UPG=${RNA_RPM_UPGRADES:-}
 if [ -z "$UPG" ]; then
   UPG=$W/upgrades
