@@ -31,15 +31,14 @@ pub fn run(a: &GenerateDocsArgs) -> Result<Exit, CliError> {
     Ok(Exit::Ok)
 }
 
-/// Generate everything under `out`; returns the files written, sorted.
+/// Generate everything under `out`; returns the files now in `man1/` and `completions/`, sorted.
 pub fn generate(out: &Path) -> std::io::Result<Vec<PathBuf>> {
     let man = out.join("man1");
     let comp = out.join("completions");
     std::fs::create_dir_all(&man)?;
     std::fs::create_dir_all(&comp)?;
-    let cmd = super::Cli::command();
+    let mut cmd = super::Cli::command();
     clap_mangen::generate_to(cmd.clone(), &man)?;
-    let mut cmd = cmd;
     let name = cmd.get_name().to_string();
     clap_complete::generate_to(clap_complete::Shell::Bash, &mut cmd, &name, &comp)?;
     clap_complete::generate_to(clap_complete::Shell::Zsh, &mut cmd, &name, &comp)?;
