@@ -3,8 +3,10 @@
 //! under the lock the CLI and the daemon share. The CLI prints what [`apply_mirrors`] reports; the
 //! daemon calls the same function, so both behave identically.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::json;
 
@@ -15,6 +17,7 @@ use crate::core::mirrors::containers::{self, EffectiveConf, LoadedConf};
 use crate::core::mirrors::engine::{
     self, ApplyOptions, ManagedSummary, VerifyReport, SEARCH_DROPIN_NAME,
 };
+use crate::core::mirrors::incremental::{self, Prepared};
 use crate::core::mirrors::policy::{PolicySet, MAX_POLICY_BYTES};
 use crate::core::mirrors::{document, MirrorError, Style};
 
@@ -101,10 +104,11 @@ pub struct ApplyRequest {
 pub struct FileChange {
     /// The file.
     pub path: PathBuf,
-    /// Contents before (`None`: did not exist).
-    pub old: Option<String>,
+    /// Contents before (`None`: did not exist). Shared: the daemon keeps it for a rollback and
+    /// its cache keeps the same text, so a 1 MB file is not copied.
+    pub old: Option<Arc<String>>,
     /// Contents after (`None`: removed).
-    pub new: Option<String>,
+    pub new: Option<Arc<String>>,
 }
 
 /// What an apply did (or would do).
@@ -130,6 +134,9 @@ pub struct ApplyReport {
     pub verify: Option<VerifyReport>,
     /// The change needs a drain and was held back (nothing written).
     pub held: bool,
+    /// Computed incrementally from the daemon's kept state (only the changed policy files were
+    /// parsed, only the affected scopes re-rendered).
+    pub incremental: bool,
 }
 
 impl ApplyReport {
@@ -144,8 +151,8 @@ impl ApplyReport {
             .map(|c| {
                 unified_diff(
                     &c.path.display().to_string(),
-                    c.old.as_deref().unwrap_or(""),
-                    c.new.as_deref().unwrap_or(""),
+                    c.old.as_deref().map(String::as_str).unwrap_or(""),
+                    c.new.as_deref().map(String::as_str).unwrap_or(""),
                 )
             })
             .collect()
@@ -170,13 +177,125 @@ fn state_file_for(s: &Settings, target: &Path) -> PathBuf {
     )
 }
 
+/// What the daemon keeps between reconciles so that a change of one policy file re-parses that
+/// file only and re-renders only the scopes it touches ([`incremental`]). Valid only while the
+/// main file still holds exactly the text the last apply left; anything else takes the full path.
+#[derive(Debug, Default)]
+pub struct MirrorCache {
+    state: Option<CacheState>,
+}
+
+#[derive(Debug)]
+struct CacheState {
+    /// Target, mode and options the state was computed for.
+    key: String,
+    /// Each policy file's bytes, the set parsed from that file alone, and its stamp.
+    files: Vec<CachedFile>,
+    prepared: Prepared,
+}
+
+impl MirrorCache {
+    /// An empty cache: the first reconcile takes the full path and fills it.
+    pub fn new() -> MirrorCache {
+        MirrorCache::default()
+    }
+}
+
+/// A policy file as the cache keeps it: path, bytes, the set parsed from it alone, stamp.
+type CachedFile = (PathBuf, Arc<[u8]>, Arc<PolicySet>, Stamp);
+
+fn cache_key(target: &Path, mode: MirrorMode, opts: &ApplyOptions, s: &Settings) -> String {
+    format!(
+        "{}|{mode:?}|{:?}|{:?}|{}",
+        target.display(),
+        opts.style,
+        opts.payload_repo,
+        s.mirrors.dropin_name
+    )
+}
+
+/// Parse each policy file on its own (what the cache keeps and compares). `reuse` supplies the
+/// sets of files whose path and bytes are unchanged, so only changed files are parsed. Any
+/// error: `None` (the full path then reports it with its exact message).
+fn parse_per_file(
+    files: &[PolicyFile],
+    stamps: &[Stamp],
+    reuse: &[CachedFile],
+) -> Option<Vec<Arc<PolicySet>>> {
+    let mut index: Option<HashMap<&[u8], &CachedFile>> = None;
+    let mut out = Vec::with_capacity(files.len());
+    for (i, ((p, bytes), stamp)) in files.iter().zip(stamps).enumerate() {
+        // Usually the same file sits at the same position: no lookup needed.
+        let found = match reuse.get(i) {
+            Some(f) if f.0.as_os_str() == p.as_os_str() => Some(f),
+            _ => index
+                .get_or_insert_with(|| {
+                    reuse
+                        .iter()
+                        .map(|f| (f.0.as_os_str().as_encoded_bytes(), f))
+                        .collect()
+                })
+                .get(p.as_os_str().as_encoded_bytes())
+                .copied(),
+        };
+        out.push(match found {
+            // Same stamp: the bytes were taken from the cache, no need to compare them.
+            Some((_, b, set, s)) if s.still(stamp) || b == bytes => Arc::clone(set),
+            _ => {
+                let mut set = PolicySet::default();
+                set.add_text(&p.display().to_string(), bytes).ok()?;
+                Arc::new(set)
+            }
+        });
+    }
+    Some(out)
+}
+
+/// The per-file sets joined in order: the set [`parse_policies`] gives for the same files.
+fn join(sets: &[Arc<PolicySet>]) -> Option<PolicySet> {
+    let mut all = PolicySet::default();
+    for set in sets {
+        all.append(set).ok()?;
+    }
+    Some(all)
+}
+
+/// The rendered result the rest of an apply works from, from the full or the incremental path.
+struct Rendered {
+    output: Arc<String>,
+    changed: bool,
+    dropin: Option<String>,
+    search_dropin: Option<String>,
+    classification: Classification,
+    warnings: Vec<String>,
+    summary: ManagedSummary,
+    /// `None`: ask the kept incremental state (computed only when a drop-in could hide them).
+    managed_scopes: Option<Vec<String>>,
+}
+
 /// Apply (or verify, or dry-run) mirror policies on disk. The one implementation behind
 /// `mirrors apply` and the daemon's reconcile.
 pub fn apply_mirrors(s: &Settings, req: &ApplyRequest) -> Result<ApplyReport, RegistriesError> {
+    apply_mirrors_cached(s, req, None)
+}
+
+/// [`apply_mirrors`] with the daemon's [`MirrorCache`]: the same result, computed incrementally
+/// when only a few sources changed since the last apply this process made.
+pub fn apply_mirrors_cached(
+    s: &Settings,
+    req: &ApplyRequest,
+    mut cache: Option<&mut MirrorCache>,
+) -> Result<ApplyReport, RegistriesError> {
     let path = &req.registries_conf;
     let dropin_dir = &req.dropin_dir;
     let mode = req.mode;
-    let policy_files = read_policy_files(&req.policies)?;
+    // Files whose stamp is unchanged since the last apply this process made are not read again.
+    let kept_files: &[CachedFile] = cache
+        .as_deref()
+        .and_then(|c| c.state.as_ref())
+        .map(|st| st.files.as_slice())
+        .unwrap_or(&[]);
+    let (mut policy_files, stamps) = read_policy_files_with(&req.policies, kept_files)?;
     let opts = ApplyOptions {
         style: req.style,
         payload_repo: payload(s),
@@ -194,6 +313,7 @@ pub fn apply_mirrors(s: &Settings, req: &ApplyRequest) -> Result<ApplyReport, Re
         warnings: vec![],
         verify: None,
         held: false,
+        incremental: false,
     };
 
     if mode == MirrorMode::Verify {
@@ -226,12 +346,28 @@ pub fn apply_mirrors(s: &Settings, req: &ApplyRequest) -> Result<ApplyReport, Re
         None
     };
     // Read under the lock: another writer may have finished just before we got it.
-    let text = read_text(path, MAX_CONF_BYTES)?;
+    // The kept state usually describes the file as it is: then it is compared, not read into a
+    // new 1 MB buffer.
+    let key = cache_key(&target, mode, &opts, s);
+    let known_text = cache
+        .as_deref()
+        .and_then(|c| c.state.as_ref())
+        .filter(|st| st.key == key)
+        .map(|st| st.prepared.shared_text())
+        .filter(|t| afs::file_equals(path, t.as_bytes()).unwrap_or(false));
+    let text: Arc<String> = match known_text {
+        Some(t) => t,
+        None => Arc::new(read_text(path, MAX_CONF_BYTES)?),
+    };
     // Nothing changed since the last successful apply (same file bytes, same policy bytes, same
     // options, same drop-ins): report it without parsing anything. A lost state file only costs
     // the full path below.
     let state_file = state_file_for(s, &target);
-    if writing {
+    let kept = cache
+        .as_deref_mut()
+        .and_then(|c| c.state.take())
+        .filter(|st| st.key == key && Arc::ptr_eq(&st.prepared.shared_text(), &text));
+    if writing && kept.is_none() {
         let current = fingerprint(
             &text,
             &policy_files,
@@ -254,8 +390,88 @@ pub fn apply_mirrors(s: &Settings, req: &ApplyRequest) -> Result<ApplyReport, Re
             }
         }
     }
-    let policies = parse_policies(&policy_files)?;
-    let out = engine::apply(&file, &text, &policies, &opts).map_err(engine_error)?;
+    let mut next_state: Option<CacheState> = None;
+    // The state describing the text on disk, kept for a dry run or a held change (the update
+    // below moves the cached state forward).
+    let mut unchanged_state: Option<CacheState> = None;
+    let mut incremental = false;
+    let mut out: Option<Rendered> = None;
+    if let Some(mut st) = kept {
+        if let Some(sets) = parse_per_file(&policy_files, &stamps, &st.files) {
+            let before = (req.dry_run || req.hold_unsafe).then(|| st.prepared.clone());
+            if let Some(upd) = st.prepared.update(&sets, &opts) {
+                incremental = true;
+                report.incremental = true;
+                out = Some(Rendered {
+                    output: upd.output,
+                    changed: upd.changed,
+                    dropin: None,
+                    search_dropin: upd.search_dropin,
+                    classification: upd.classification,
+                    warnings: upd.warnings,
+                    summary: upd.summary,
+                    managed_scopes: None,
+                });
+                unchanged_state = before.map(|prepared| CacheState {
+                    key: key.clone(),
+                    files: st.files.clone(),
+                    prepared,
+                });
+                // (The list is not needed again on this path: it moves into the cache.)
+                next_state = Some(CacheState {
+                    key: key.clone(),
+                    files: keep_files(std::mem::take(&mut policy_files), &stamps, sets),
+                    prepared: st.prepared,
+                });
+            }
+        }
+    }
+    let out = match out {
+        Some(o) => o,
+        None => {
+            let per_file = cache
+                .is_some()
+                .then(|| parse_per_file(&policy_files, &stamps, &[]))
+                .flatten()
+                .and_then(|sets| join(&sets).map(|all| (all, sets)));
+            let (o, prepared, sets) = match per_file {
+                Some((policies, sets)) => {
+                    let (o, prepared) = incremental::apply_and_prepare(
+                        &file,
+                        &text,
+                        &policies,
+                        sets.clone(),
+                        &opts,
+                    )
+                    .map_err(engine_error)?;
+                    (o, prepared, sets)
+                }
+                None => {
+                    let policies = parse_policies(&policy_files)?;
+                    let o = engine::apply(&file, &text, &policies, &opts).map_err(engine_error)?;
+                    (o, None, vec![])
+                }
+            };
+            next_state = prepared.map(|prepared| CacheState {
+                key: key.clone(),
+                files: keep_files(policy_files.clone(), &stamps, sets),
+                prepared,
+            });
+            Rendered {
+                output: Arc::new(o.output),
+                changed: o.changed,
+                dropin: o.dropin,
+                search_dropin: o.search_dropin,
+                classification: o.classification,
+                warnings: o.warnings,
+                summary: o.summary,
+                managed_scopes: Some(o.managed_scopes),
+            }
+        }
+    };
+    if !out.changed {
+        unchanged_state = next_state.take();
+    }
     let mut warnings = out.warnings.clone();
 
     // What the drop-in directory will hold after this apply.
@@ -304,41 +520,58 @@ pub fn apply_mirrors(s: &Settings, req: &ApplyRequest) -> Result<ApplyReport, Re
     // Every drop-in the node will have after the change must load (the main file was validated
     // by the engine).
     let new_dropins = load_dropins(dropin_dir, &replace)?;
-    warnings.extend(shadow_warnings_for(
-        &out.managed_scopes,
-        &new_dropins,
-        &own_name,
-    ));
+    let own_suffix = format!("/{own_name}");
+    if new_dropins
+        .iter()
+        .any(|d| !d.file.ends_with(&own_suffix) && !d.registries.is_empty())
+    {
+        let scopes = match &out.managed_scopes {
+            Some(v) => v.clone(),
+            None => next_state
+                .as_ref()
+                .or(unchanged_state.as_ref())
+                .map(|st| st.prepared.managed_scopes())
+                .unwrap_or_default(),
+        };
+        warnings.extend(shadow_warnings_for(&scopes, &new_dropins, &own_name));
+    }
 
     if out.changed {
         report.changes.push(FileChange {
             path: path.clone(),
-            old: Some(text.clone()),
-            new: Some(out.output.clone()),
+            old: Some(Arc::clone(&text)),
+            new: Some(Arc::clone(&out.output)),
         });
     }
     if own_is_ours && old_own != new_own {
         report.changes.push(FileChange {
             path: own_dropin_path.clone(),
-            old: old_own,
-            new: new_own,
+            old: old_own.map(Arc::new),
+            new: new_own.map(Arc::new),
         });
     }
     if old_search != new_search {
         report.changes.push(FileChange {
             path: search_path,
-            old: old_search,
-            new: new_search,
+            old: old_search.map(Arc::new),
+            new: new_search.map(Arc::new),
         });
     }
     report.classification = Some(out.classification.clone());
     report.summary = Some(out.summary.clone());
     report.warnings = warnings;
+    let put_back = |cache: Option<&mut MirrorCache>, st: Option<CacheState>| {
+        if let Some(c) = cache {
+            c.state = st;
+        }
+    };
     if req.dry_run {
+        put_back(cache, unchanged_state);
         return Ok(report);
     }
     if req.hold_unsafe && report.changed() && !out.classification.safe {
         report.held = true;
+        put_back(cache, unchanged_state);
         return Ok(report);
     }
     let ropts = ReplaceOptions {
@@ -370,6 +603,19 @@ pub fn apply_mirrors(s: &Settings, req: &ApplyRequest) -> Result<ApplyReport, Re
             }
         }
     }
+    put_back(
+        cache,
+        if out.changed {
+            next_state
+        } else {
+            unchanged_state
+        },
+    );
+    if incremental {
+        // The fingerprint record describes an earlier state; it only ever matches identical
+        // inputs, so it stays valid and is not rewritten here (that would cost a second fsync).
+        return Ok(report);
+    }
     // Record the fingerprint of the state this apply left behind (its own output as the input).
     let after = fingerprint(
         &out.output,
@@ -391,6 +637,19 @@ pub fn apply_mirrors(s: &Settings, req: &ApplyRequest) -> Result<ApplyReport, Re
         tracing::warn!(error = %e, "could not record the last apply; the next one takes the full path");
     }
     Ok(report)
+}
+
+fn keep_files(
+    files: Vec<PolicyFile>,
+    stamps: &[Stamp],
+    each: Vec<Arc<PolicySet>>,
+) -> Vec<CachedFile> {
+    files
+        .into_iter()
+        .zip(stamps)
+        .zip(each)
+        .map(|(((p, b), stamp), set)| (p, b, set, *stamp))
+        .collect()
 }
 
 /// A missing file is invalid input (exit 2); a file that exists but cannot be read (permissions,
@@ -432,32 +691,112 @@ pub fn read_text(path: &Path, max: u64) -> Result<String, RegistriesError> {
 
 /// The policy files named by `paths` (directories expanded in lexical order), with their bytes.
 pub fn read_policy_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>, RegistriesError> {
-    let mut out = Vec::new();
-    for p in paths {
-        let meta = fs::metadata(p)
-            .map_err(|e| RegistriesError::invalid(format!("{}: {e}", p.display())))?;
-        let files: Vec<PathBuf> = if meta.is_dir() {
-            let mut v: Vec<PathBuf> = fs::read_dir(p)
-                .map_err(|e| RegistriesError::invalid(format!("{}: {e}", p.display())))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|f| {
-                    let n = f
-                        .file_name()
-                        .map(|n| n.to_string_lossy().to_string())
-                        .unwrap_or_default();
-                    !n.starts_with('.')
-                        && (n.ends_with(".yaml") || n.ends_with(".yml") || n.ends_with(".json"))
+    read_policy_files_with(paths, &[])
+        .map(|(files, _)| files.into_iter().map(|(p, b)| (p, b.to_vec())).collect())
+}
+
+/// A policy file's path and bytes; the bytes are shared with the daemon's cache.
+type PolicyFile = (PathBuf, Arc<[u8]>);
+
+/// What `stat` says about a file's contents: any write changes its ctime, so an equal stamp means
+/// the bytes read earlier are still the file's bytes — unless the file was changed within the
+/// timestamp granularity of the read (the kernel's clock ticks in milliseconds): a file changed in
+/// the last two seconds gets an untrusted stamp and is read again next time ("racy git").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    trusted: bool,
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(i128::MAX);
+        let nanos = |(s, ns): (i64, i64)| s as i128 * 1_000_000_000 + ns as i128;
+        let (mtime, ctime) = (
+            (meta.mtime(), meta.mtime_nsec()),
+            (meta.ctime(), meta.ctime_nsec()),
+        );
+        let settled = now - 2_000_000_000;
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime,
+            ctime,
+            trusted: nanos(ctime) < settled && nanos(mtime) < settled,
+        }
+    }
+
+    /// The bytes read with `self` may stand for a file that now has stamp `now`.
+    fn still(&self, now: &Stamp) -> bool {
+        self.trusted && self == now
+    }
+}
+
+/// [`read_policy_files`], taking the bytes of a file whose stamp is unchanged from `kept` (the
+/// files of the last apply) instead of reading it again; also returns each file's stamp.
+fn read_policy_files_with(
+    paths: &[PathBuf],
+    kept: &[CachedFile],
+) -> Result<(Vec<PolicyFile>, Vec<Stamp>), RegistriesError> {
+    let mut index: Option<HashMap<&[u8], &CachedFile>> = None;
+    let mut reuse = |i: usize, p: &Path, stamp: Stamp| -> Option<Arc<[u8]>> {
+        // Usually the same file sits at the same position; a lookup otherwise. (Keyed by the
+        // path's bytes: comparing `Path`s goes component by component.)
+        let found = match kept.get(i) {
+            Some(f) if f.0.as_os_str() == p.as_os_str() => Some(f),
+            _ => index
+                .get_or_insert_with(|| {
+                    kept.iter()
+                        .map(|f| (f.0.as_os_str().as_encoded_bytes(), f))
+                        .collect()
                 })
-                .collect();
-            v.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-            v
+                .get(p.as_os_str().as_encoded_bytes())
+                .copied(),
+        }?;
+        found.3.still(&stamp).then(|| Arc::clone(&found.1))
+    };
+    let mut out = Vec::new();
+    let mut stamps = Vec::new();
+    let invalid =
+        |p: &Path, e: std::io::Error| RegistriesError::invalid(format!("{}: {e}", p.display()));
+    for p in paths {
+        let meta = fs::metadata(p).map_err(|e| invalid(p, e))?;
+        // (path, metadata): a directory entry's metadata comes from its directory (no path walk
+        // per file); a symlink is followed, as a path given directly is.
+        let files: Vec<(PathBuf, fs::Metadata)> = if meta.is_dir() {
+            let mut v: Vec<(std::ffi::OsString, PathBuf, fs::Metadata)> = Vec::new();
+            for e in fs::read_dir(p).map_err(|e| invalid(p, e))?.flatten() {
+                let name = e.file_name();
+                let n = name.as_encoded_bytes();
+                if n.starts_with(b".")
+                    || !(n.ends_with(b".yaml") || n.ends_with(b".yml") || n.ends_with(b".json"))
+                {
+                    continue;
+                }
+                let path = e.path();
+                let meta = match e.file_type() {
+                    Ok(t) if !t.is_symlink() => e.metadata(),
+                    _ => fs::metadata(&path),
+                }
+                .map_err(|err| invalid(&path, err))?;
+                v.push((name, path, meta));
+            }
+            // By name (kept from the directory entry: `Path::file_name` re-parses the path).
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v.into_iter().map(|(_, p, m)| (p, m)).collect()
         } else {
-            vec![p.clone()]
+            vec![(p.clone(), meta)]
         };
-        for f in files {
-            let meta = fs::metadata(&f)
-                .map_err(|e| RegistriesError::invalid(format!("{}: {e}", f.display())))?;
+        for (f, meta) in files {
             if !meta.is_file() {
                 return Err(RegistriesError::invalid(format!(
                     "{}: not a regular file",
@@ -471,19 +810,25 @@ pub fn read_policy_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>, R
                     meta.len()
                 )));
             }
-            let bytes = fs::read(&f)
-                .map_err(|e| RegistriesError::invalid(format!("{}: {e}", f.display())))?;
+            let stamp = Stamp::of(&meta);
+            let bytes = match reuse(out.len(), &f, stamp) {
+                Some(b) => b,
+                None => Arc::from(fs::read(&f).map_err(|e| invalid(&f, e))?),
+            };
             out.push((f, bytes));
+            stamps.push(stamp);
         }
     }
-    Ok(out)
+    Ok((out, stamps))
 }
 
 /// Parse policy files read by [`read_policy_files`], in order.
-pub fn parse_policies(files: &[(PathBuf, Vec<u8>)]) -> Result<PolicySet, RegistriesError> {
+pub fn parse_policies<B: AsRef<[u8]>>(
+    files: &[(PathBuf, B)],
+) -> Result<PolicySet, RegistriesError> {
     let mut set = PolicySet::default();
     for (f, bytes) in files {
-        set.add_text(&f.display().to_string(), bytes)
+        set.add_text(&f.display().to_string(), bytes.as_ref())
             .map_err(RegistriesError::invalid)?;
     }
     Ok(set)
@@ -621,9 +966,9 @@ pub fn read_last_apply(path: &Path) -> Option<serde_json::Value> {
 
 /// A digest of everything an apply depends on: agent version, options, the registries.conf bytes,
 /// every policy file (name and bytes, in order) and every drop-in (name and bytes).
-pub fn fingerprint(
+pub fn fingerprint<B: AsRef<[u8]>>(
     text: &str,
-    policies: &[(PathBuf, Vec<u8>)],
+    policies: &[(PathBuf, B)],
     mode: MirrorMode,
     opts: &ApplyOptions,
     dropin_dir: &Path,
@@ -646,7 +991,7 @@ pub fn fingerprint(
     field(text.as_bytes());
     for (p, b) in policies {
         field(p.as_os_str().as_encoded_bytes());
-        field(b);
+        field(b.as_ref());
     }
     field(dropin_dir.as_os_str().as_encoded_bytes());
     let mut names: Vec<PathBuf> = fs::read_dir(dropin_dir)

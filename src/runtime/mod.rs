@@ -139,6 +139,9 @@ struct ReloadState {
     /// Digest of the inputs whose change left a unit inactive, and that report: not applied again
     /// until they change.
     quarantined: Option<(String, String)>,
+    /// The mirror engine's state from the last apply: a change of one policy file is then
+    /// re-rendered incrementally instead of re-parsing every policy and the whole file.
+    mirror_cache: std::sync::Arc<std::sync::Mutex<registries::MirrorCache>>,
 }
 
 /// The configured policy directories that exist (a missing one contributes no policies).
@@ -227,7 +230,7 @@ async fn reload_after_change(
             .ok()
             .flatten()
             .map(|b| String::from_utf8_lossy(&b).to_string());
-        if current != c.new {
+        if current.as_deref() != c.new.as_deref().map(String::as_str) {
             skipped.push(c.path.display().to_string());
             continue;
         }
@@ -346,8 +349,14 @@ async fn reconcile_inner(
         hold_unsafe: s.mirrors.on_drain_required == "hold" && !release_held,
     };
     let settings = s.clone();
-    let joined =
-        tokio::task::spawn_blocking(move || registries::apply_mirrors(&settings, &req)).await;
+    let cache = state.mirror_cache.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut cache = cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        registries::apply_mirrors_cached(&settings, &req, Some(&mut cache))
+    })
+    .await;
     let mut result = match joined {
         Ok(r) => r.map_err(|e| e.message),
         Err(e) => Err(format!("reconcile task failed: {e}")),
@@ -394,6 +403,7 @@ async fn reconcile_inner(
         Ok(r) if r.changed() => tracing::info!(
             rna_component = "mirrors",
             files = r.changes.len(),
+            incremental = r.incremental,
             "mirror policies applied"
         ),
         Ok(r) => tracing::debug!(

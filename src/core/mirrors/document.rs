@@ -145,8 +145,8 @@ pub struct StripReport {
     /// `[[registry.mirror]]` tables without a marker inside a managed `[[registry]]`: added by
     /// the administrator, so kept (scope of the entry, the table).
     pub admin_mirrors: Vec<(String, Table)>,
-    /// Values of agent keys inside managed tables, to report hand edits the next render replaces
-    /// (scope, key, value as written).
+    /// Values of agent flags inside managed tables that the agent never writes (anything but
+    /// `true`), to report hand edits the next render replaces (scope, key, value as written).
     pub agent_values: Vec<(String, String, String)>,
 }
 
@@ -260,8 +260,10 @@ pub fn strip_managed(doc: &mut DocumentMut, file: &str) -> Result<StripReport, M
                     report.admin_mirrors.push((scope.clone(), (*m).clone()));
                 }
             }
+            // The agent only ever writes these flags as `true`; any other value is a hand edit
+            // (a `true` may be the agent's own from a policy that has changed since).
             for k in ["insecure", "blocked", "mirror-by-digest-only"] {
-                if let Some(Item::Value(v)) = t.get(k) {
+                if let Some(Item::Value(v)) = t.get(k).filter(|v| v.as_bool() != Some(true)) {
                     report.agent_values.push((
                         scope.clone(),
                         k.to_string(),

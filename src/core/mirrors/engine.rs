@@ -177,6 +177,34 @@ pub fn apply(
     policies: &PolicySet,
     opts: &ApplyOptions,
 ) -> Result<ApplyOutcome, MirrorError> {
+    apply_inner(file, text, policies, opts).map(|(out, _)| out)
+}
+
+/// What [`apply`] computed on the way that [`super::incremental::Prepared`] keeps for the next
+/// change instead of recomputing it.
+#[derive(Debug, Clone)]
+pub(crate) struct Internals {
+    /// The administrator's entries (the document without managed content), raw as decoded.
+    pub base_entries: Vec<Registry>,
+    /// The merged buckets.
+    pub sets: MergedMirrorSets,
+    /// `blockedRegistries` after the payload filter.
+    pub blocked: Vec<String>,
+    /// `insecureRegistries`.
+    pub insecure: Vec<String>,
+    /// No administrator content inside managed tables, no v1 base, no CRLF, no payload filter at
+    /// work: the shapes the incremental path reproduces exactly.
+    pub simple: bool,
+    /// The drain verdict on `unqualified-search-registries` alone, when it is unsafe.
+    pub search_verdict: Option<Classification>,
+}
+
+pub(crate) fn apply_inner(
+    file: &str,
+    text: &str,
+    policies: &PolicySet,
+    opts: &ApplyOptions,
+) -> Result<(ApplyOutcome, Internals), MirrorError> {
     // Syntax and types first, as MCO decodes the base before validating the policies. The decoded
     // input is also the "before" side of the drain classification.
     let old = containers::decode(file, text).map_err(MirrorError::InvalidBase)?;
@@ -374,17 +402,51 @@ pub fn apply(
         .filter(|(i, r)| base_entries.get(*i) != Some(*r))
         .map(|(_, r)| r.scope().trim_end_matches('/').to_string())
         .collect();
-    Ok(ApplyOutcome {
-        managed_scopes,
-        changed: output != text,
-        output,
-        dropin,
-        search_dropin,
-        classification,
-        warnings,
-        summary,
-        entries: rendered,
-    })
+    let simple = strip.admin_keys.is_empty()
+        && strip.agent_values.is_empty()
+        && strip.admin_mirrors.is_empty()
+        && strip.admin_comments.is_empty()
+        && !base_raw.was_v1
+        && !text.contains('\r')
+        && (opts.payload_repo.as_deref().unwrap_or("").is_empty()
+            || policies
+                .image
+                .as_ref()
+                .and_then(|i| i.blocked.as_ref())
+                .is_none());
+    let search_verdict = Some(classify(
+        &ConfView {
+            search: &old_search,
+            registries: &[],
+        },
+        &ConfView {
+            search: &new_search,
+            registries: &[],
+        },
+    ))
+    .filter(|c| !c.safe);
+    let internals = Internals {
+        base_entries,
+        sets,
+        blocked,
+        insecure,
+        simple,
+        search_verdict,
+    };
+    Ok((
+        ApplyOutcome {
+            managed_scopes,
+            changed: output != text,
+            output,
+            dropin,
+            search_dropin,
+            classification,
+            warnings,
+            summary,
+            entries: rendered,
+        },
+        internals,
+    ))
 }
 
 fn summarize(sets: &MergedMirrorSets, base: &[Registry], rendered: &[Registry]) -> ManagedSummary {

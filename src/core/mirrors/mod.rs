@@ -6,6 +6,7 @@ pub mod classify;
 pub mod containers;
 pub mod document;
 pub mod engine;
+pub mod incremental;
 pub mod merge;
 pub mod model;
 pub mod policy;

@@ -212,6 +212,26 @@ struct RawRegistrySources {
 }
 
 impl PolicySet {
+    /// Add the objects of a set parsed on its own from a later file, exactly as if that file's
+    /// text had been added here with [`PolicySet::add_text`] (which gives the same error for a
+    /// second `Image/cluster`). Lets the daemon re-parse only the files that changed.
+    pub fn append(&mut self, other: &PolicySet) -> Result<(), PolicyError> {
+        if let (Some(first), Some(second)) = (&self.image_origin, &other.image_origin) {
+            return Err(PolicyError::DuplicateImage {
+                first: first.clone(),
+                second: second.clone(),
+            });
+        }
+        self.entries.extend(other.entries.iter().cloned());
+        self.objects.extend(other.objects.iter().cloned());
+        self.warnings.extend(other.warnings.iter().cloned());
+        if other.image_origin.is_some() {
+            self.image = other.image.clone();
+            self.image_origin = other.image_origin.clone();
+        }
+        Ok(())
+    }
+
     /// Parse one file's bytes (YAML or JSON, one or more documents, `kind: List` accepted) and add
     /// its objects to the set. `file` is only used in messages.
     pub fn add_text(&mut self, file: &str, bytes: &[u8]) -> Result<(), PolicyError> {
