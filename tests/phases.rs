@@ -177,15 +177,15 @@ fn the_record_opens_joins_refuses_retries_sees_the_reboot_and_closes() {
     hook(
         &hook_dir(&d, "pre-upgrade"),
         "20-gate",
-        &format!("test ! -e {} || exit 7", fail_flag.display()),
+        &format!(
+            "if test -e {}; then\n  echo 'gate: the database backup is not done'\n  echo 'gate: refusing the upgrade' >&2\n  exit 7\nfi",
+            fail_flag.display()
+        ),
     );
     let o = phase(&d, &["pre-upgrade"]);
     assert_eq!(code(&o), 1, "{}", text(&o));
     assert!(text(&o).contains("20-gate failed: exit 7"), "{}", text(&o));
-    assert_eq!(
-        phase_rec(&upgrade(&d)["open"], "pre-upgrade")["state"],
-        "failed"
-    );
+    status_shows_timestamps_and_the_failed_hooks_tail(&d);
     fs::remove_file(&fail_flag).unwrap();
     let o = phase(&d, &["pre-upgrade"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
@@ -240,6 +240,76 @@ fn the_record_opens_joins_refuses_retries_sees_the_reboot_and_closes() {
     let o = phase(&d, &["post-upgrade", "--upgrade-id", &id]);
     assert_eq!(code(&o), 0, "{}", text(&o));
     assert!(text(&o).contains("already done"));
+}
+
+/// True for `YYYY-MM-DDTHH:MM:SSZ` (the journal's RFC 3339 UTC timestamps).
+fn is_rfc3339_utc(v: &Value) -> bool {
+    let Some(t) = v.as_str() else { return false };
+    let b = t.as_bytes();
+    b.len() == 20
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// After pre-cordon succeeded and pre-upgrade failed in hook 20-gate: `upgrade status` shows each
+/// phase's timestamps and the failed hook's output tail, as JSON and for people.
+fn status_shows_timestamps_and_the_failed_hooks_tail(d: &Daemon) {
+    let rec = upgrade(d)["open"].clone();
+    let times = |phase: &str| {
+        let p = phase_rec(&rec, phase);
+        let a = p["attempts"].as_array().unwrap().last().unwrap().clone();
+        assert!(is_rfc3339_utc(&a["started_at"]), "{phase}: {a}");
+        assert!(is_rfc3339_utc(&a["finished_at"]), "{phase}: {a}");
+        assert!(a["started_at"].as_str() <= a["finished_at"].as_str(), "{a}");
+        (
+            p["state"].as_str().unwrap().to_string(),
+            a["started_at"].as_str().unwrap().to_string(),
+            a["finished_at"].as_str().unwrap().to_string(),
+            a,
+        )
+    };
+    let (pc_state, pc_start, pc_end, _) = times("pre-cordon");
+    assert_eq!(pc_state, "succeeded");
+    let (pu_state, pu_start, pu_end, attempt) = times("pre-upgrade");
+    assert_eq!(pu_state, "failed");
+    assert!(pc_end <= pu_start);
+    for later in ["pre-uncordon", "post-upgrade"] {
+        let p = phase_rec(&rec, later);
+        assert_eq!(p["state"], "pending");
+        assert!(p["attempts"].as_array().unwrap().is_empty(), "{p}");
+    }
+    let gate = hook_step(&attempt, "20-gate");
+    assert_eq!(gate["state"], "failed", "{gate}");
+    assert_eq!(gate["exit_code"], 7, "{gate}");
+    assert!(is_rfc3339_utc(&gate["started_at"]), "{gate}");
+    assert!(is_rfc3339_utc(&gate["finished_at"]), "{gate}");
+    assert_eq!(
+        gate["output_tail"],
+        "gate: the database backup is not done\ngate: refusing the upgrade\n"
+    );
+    let human = text(&d.cli(&["upgrade", "status"]));
+    for line in [
+        format!("  pre-cordon    succeeded — attempt 1 {pc_start} → {pc_end}"),
+        format!("  pre-upgrade   failed — attempt 1 {pu_start} → {pu_end}"),
+        "  pre-uncordon  pending".to_string(),
+        "  post-upgrade  pending".to_string(),
+        "        | gate: the database backup is not done".to_string(),
+        "        | gate: refusing the upgrade".to_string(),
+    ] {
+        assert!(
+            human.lines().any(|l| l == line),
+            "{line:?} missing from:\n{human}"
+        );
+    }
+    assert!(
+        human.contains("hook 20-gate: failed (exit 7 after"),
+        "{human}"
+    );
 }
 
 #[test]
@@ -336,18 +406,39 @@ fn unsafe_hook_files_are_refused_and_fail_the_phase_before_any_hook_runs() {
     let log = scratch(&d, "ran.log");
     let dir = hook_dir(&d, "pre-cordon");
     hook(&dir, "10-fine", &format!("echo ran >> {}", log.display()));
-    let gw = hook(&dir, "20-group-writable", "true");
-    fs::set_permissions(&gw, fs::Permissions::from_mode(0o775)).unwrap();
-    let o = phase(&d, &["pre-cordon"]);
-    assert_eq!(code(&o), 1, "{}", text(&o));
-    assert!(
-        text(&o).contains("writable by group or others (mode 0775)"),
-        "{}",
-        text(&o)
+    let gw = hook(
+        &dir,
+        "20-writable",
+        &format!("echo bad >> {}", log.display()),
     );
-    assert_eq!(read(&log), "", "no hook runs when one is refused");
+    // Writable by the group; by others (also with the group's bits clear, and without read).
+    for (mode, shown) in [(0o775, "0775"), (0o757, "0757"), (0o703, "0703")] {
+        fs::set_permissions(&gw, fs::Permissions::from_mode(mode)).unwrap();
+        let o = phase(&d, &["pre-cordon"]);
+        assert_eq!(code(&o), 1, "{shown}: {}", text(&o));
+        assert!(
+            text(&o).contains(&format!(
+                "20-writable (writable by group or others (mode {shown}))"
+            )),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(read(&log), "", "no hook runs when one is refused ({shown})");
+        let pc = phase_rec(&upgrade(&d)["open"], "pre-cordon").clone();
+        assert_eq!(pc["state"], "failed");
+        let step = hook_step(
+            pc["attempts"].as_array().unwrap().last().unwrap(),
+            "20-writable",
+        );
+        assert_eq!(step["state"], "failed", "{step}");
+        assert_eq!(
+            step["message"],
+            format!("refused: writable by group or others (mode {shown})")
+        );
+    }
 
     fs::set_permissions(&gw, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::remove_file(&gw).unwrap();
     if nix::unistd::geteuid().is_root() {
         let other = hook(&dir, "30-someone-elses", "true");
         std::os::unix::fs::chown(&other, Some(65534), Some(65534)).unwrap();
@@ -370,10 +461,17 @@ fn hooks_get_the_documented_environment_and_stdin_context() {
     let d = Daemon::start("[node]\nname = \"worker-7\"\n");
     let env_out = scratch(&d, "env.txt");
     let stdin_out = scratch(&d, "stdin.json");
-    hook(
+    let stdin2_out = scratch(&d, "stdin2.json");
+    set_boot(&d, "boot-of-the-stdin-test");
+    let dump = hook(
         &hook_dir(&d, "pre-cordon"),
         "10-dump",
         &format!("env > {}\ncat > {}", env_out.display(), stdin_out.display()),
+    );
+    hook(
+        &hook_dir(&d, "pre-cordon"),
+        "20-dump",
+        &format!("cat > {}", stdin2_out.display()),
     );
     let o = phase(
         &d,
@@ -401,19 +499,106 @@ fn hooks_get_the_documented_environment_and_stdin_context() {
     // A clean environment: nothing of the test's (or the daemon's) own leaks in.
     assert!(!env.contains("CARGO"), "{env}");
     let ctx: Value = serde_json::from_str(&read(&stdin_out)).unwrap();
+    // Every field docs/hooks.md documents is there with its documented type, and nothing else.
+    let documented = documented_stdin_fields();
+    let mut keys: Vec<&str> = ctx
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    keys.sort();
+    let mut names: Vec<&str> = documented.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort();
+    assert_eq!(keys, names, "stdin fields vs docs/hooks.md");
+    for (name, ty) in &documented {
+        assert!(
+            has_type(&ctx[name.as_str()], ty),
+            "{name} is not {ty}: {ctx}"
+        );
+    }
+    // And the values.
     assert_eq!(ctx["schema"], 1);
+    assert_eq!(ctx["agent_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(ctx["phase"], "pre-cordon");
     assert_eq!(ctx["node"], "worker-7");
     assert_eq!(ctx["upgrade_id"], "u-env");
     assert_eq!(ctx["target_version"], "4.14.3");
     assert_eq!(ctx["attempt"], 1);
     assert_eq!(ctx["hook"], "10-dump");
+    assert_eq!(ctx["hook_path"], dump.display().to_string());
     assert_eq!(ctx["timeout_seconds"], 600);
+    assert_eq!(ctx["boot_id"], "boot-of-the-stdin-test");
     assert_eq!(ctx["reboot_detected"], false);
-    assert_eq!(ctx["phases"]["pre-cordon"], "running");
-    assert_eq!(ctx["phases"]["pre-upgrade"], "pending");
-    assert!(ctx["boot_id"].as_str().unwrap().len() > 8);
-    assert!(ctx["earlier_hooks"].as_array().unwrap().is_empty());
+    assert_eq!(
+        ctx["boot_ids"],
+        serde_json::json!(["boot-of-the-stdin-test"])
+    );
+    let rec = upgrade(&d)["open"].clone();
+    assert_eq!(ctx["opened_at"], rec["opened_at"]);
+    assert!(is_rfc3339_utc(&ctx["opened_at"]), "{}", ctx["opened_at"]);
+    assert_eq!(
+        ctx["phases"],
+        serde_json::json!({"pre-cordon": "running", "pre-upgrade": "pending",
+                           "pre-uncordon": "pending", "post-upgrade": "pending"})
+    );
+    assert_eq!(ctx["earlier_hooks"], serde_json::json!([]));
+    assert_eq!(ctx["root"], d.root.display().to_string());
+    // The second hook is told about the first.
+    let ctx2: Value = serde_json::from_str(&read(&stdin2_out)).unwrap();
+    assert_eq!(ctx2["hook"], "20-dump");
+    assert_eq!(
+        ctx2["earlier_hooks"],
+        serde_json::json!([{"name": "10-dump", "state": "succeeded"}])
+    );
+}
+
+/// The stdin fields of docs/hooks.md's table, with their documented types.
+fn documented_stdin_fields() -> Vec<(String, String)> {
+    let doc = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/hooks.md")).unwrap();
+    let mut lines = doc.lines().skip_while(|l| !l.starts_with("- **stdin**"));
+    let mut fields = Vec::new();
+    for l in lines.by_ref().skip(1) {
+        let l = l.trim();
+        if l.is_empty() {
+            continue;
+        }
+        if !l.starts_with('|') {
+            break;
+        }
+        let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+        if !cells[1].starts_with('`') {
+            continue; // the header and the separator
+        }
+        let names: Vec<&str> = cells[1].split('`').skip(1).step_by(2).collect();
+        for n in names {
+            fields.push((n.to_string(), cells[2].to_string()));
+        }
+    }
+    assert!(
+        fields.len() > 10,
+        "no stdin table in docs/hooks.md: {fields:?}"
+    );
+    fields
+}
+
+/// Does `v` have the type the docs give (`number`, `string`, …)?
+fn has_type(v: &Value, ty: &str) -> bool {
+    match ty {
+        "number" => v.is_u64(),
+        "string" => v.is_string(),
+        "bool" => v.is_boolean(),
+        "object" => v.is_object(),
+        "array of strings" => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+        "array of `{name, state}`" => v.as_array().is_some_and(|a| {
+            a.iter().all(|e| {
+                e.as_object().is_some_and(|o| {
+                    o.len() == 2 && o["name"].is_string() && o["state"].is_string()
+                })
+            })
+        }),
+        other => panic!("docs/hooks.md gives a type this test does not know: {other:?}"),
+    }
 }
 
 /// The pids a hook wrote to `file` (its own, a child's and a grandchild's).
@@ -425,31 +610,85 @@ fn pids_in(file: &Path) -> Vec<i32> {
 }
 
 /// A hook body that starts a child and a grandchild (all `sleep`), records their pids, and
-/// waits.
-fn tree_hook(pids: &Path) -> String {
+/// waits. It first re-executes itself with `RNA_TEST_MARK=<mark>` in its environment, so that it
+/// and every process it starts (the foreground `sleep`s too) carry the mark: [`marked`] finds
+/// them all, recorded or not.
+fn tree_hook(pids: &Path, mark: &str) -> String {
     format!(
-        "sh -c 'sleep 1000 & echo $! >> {p}; sleep 1000' &\necho $! >> {p}\necho $$ >> {p}\nsleep 1000",
+        "[ \"$RNA_TEST_MARK\" = {mark} ] || exec env RNA_TEST_MARK={mark} \"$0\"\nsh -c 'sleep 1000 & echo $! >> {p}; sleep 1000' &\necho $! >> {p}\necho $$ >> {p}\nsleep 1000",
         p = pids.display()
     )
 }
 
+/// A mark no other test's processes carry.
+fn unique_mark(d: &Daemon) -> String {
+    format!(
+        "rna-{}-{}",
+        std::process::id(),
+        d.dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches('.')
+    )
+}
+
+/// Every live process whose environment holds `RNA_TEST_MARK=<mark>` (a zombie's environment
+/// is gone: it does not count).
+fn marked(mark: &str) -> Vec<i32> {
+    let want = format!("RNA_TEST_MARK={mark}");
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
 #[test]
 fn a_timeout_kills_the_whole_process_tree() {
-    let d = Daemon::start("[hooks.timeouts]\n\"pre-cordon/10-slow\" = \"1s\"\n");
+    let d = Daemon::start("[hooks.timeouts]\n\"pre-cordon/10-slow\" = \"2s\"\n");
     let pids = scratch(&d, "pids");
-    hook(&hook_dir(&d, "pre-cordon"), "10-slow", &tree_hook(&pids));
-    let t = Instant::now();
-    let o = phase(&d, &["pre-cordon"]);
-    assert_eq!(code(&o), 1, "{}", text(&o));
-    assert!(text(&o).contains("timed out after 1 s"), "{}", text(&o));
-    assert!(t.elapsed() < Duration::from_secs(20));
-    let p = pids_in(&pids);
-    assert_eq!(p.len(), 3, "hook, child, grandchild: {p:?}");
-    wait_until(
-        || p.iter().all(|&x| !pid_alive(x)),
-        10,
-        "the tree to be gone",
+    let mark = unique_mark(&d);
+    hook(
+        &hook_dir(&d, "pre-cordon"),
+        "10-slow",
+        &tree_hook(&pids, &mark),
     );
+    let t = Instant::now();
+    let client = Command::new(BIN)
+        .arg("--root")
+        .arg(&d.root)
+        .args(["phase", "run", "pre-cordon"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(|| pids_in(&pids).len() == 3, 10, "the hook tree to start");
+    // While it runs the scan sees the whole tree: the hook, its child, the child's two sleeps,
+    // and the hook's own foreground sleep.
+    let p = pids_in(&pids);
+    wait_until(|| marked(&mark).len() == 5, 5, "five marked processes");
+    let running = marked(&mark);
+    assert!(
+        p.iter().all(|x| running.contains(x)),
+        "{p:?} vs {running:?}"
+    );
+    let o = client.wait_with_output().unwrap();
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(text(&o).contains("timed out after 2 s"), "{}", text(&o));
+    assert!(t.elapsed() < Duration::from_secs(20));
+    // Zero leftover processes: none of the tree, recorded or not.
+    wait_until(|| marked(&mark).is_empty(), 10, "no marked process left");
+    assert!(p.iter().all(|&x| !pid_alive(x)), "{p:?}");
     let up = upgrade(&d);
     let step = hook_step(
         &phase_rec(&up["open"], "pre-cordon")["attempts"][0],
@@ -534,7 +773,8 @@ fn kill_9_of_the_daemon_mid_hook_marks_the_phase_interrupted_and_ends_the_hook()
     let mut d = Daemon::start("");
     let pids = scratch(&d, "pids");
     let dir = hook_dir(&d, "pre-cordon");
-    hook(&dir, "10-slow", &tree_hook(&pids));
+    let mark = unique_mark(&d);
+    hook(&dir, "10-slow", &tree_hook(&pids, &mark));
     let mut client = Command::new(BIN)
         .arg("--root")
         .arg(&d.root)
@@ -550,9 +790,8 @@ fn kill_9_of_the_daemon_mid_hook_marks_the_phase_interrupted_and_ends_the_hook()
     // The client lost its daemon: the phase's outcome is unknown to it, so it fails.
     let st = client.wait().unwrap();
     assert_eq!(st.code(), Some(1));
-    let p = pids_in(&pids);
     wait_until(
-        || p.iter().all(|&x| !pid_alive(x)),
+        || marked(&mark).is_empty(),
         10,
         "the interrupted hook's processes to be gone",
     );
@@ -748,7 +987,12 @@ fn the_journal_of_a_newer_agent_is_refused_not_overwritten() {
 fn stopping_the_daemon_mid_hook_ends_the_hook_and_records_the_interruption() {
     let d = Daemon::start("");
     let pids = scratch(&d, "pids");
-    hook(&hook_dir(&d, "pre-cordon"), "10-slow", &tree_hook(&pids));
+    let mark = unique_mark(&d);
+    hook(
+        &hook_dir(&d, "pre-cordon"),
+        "10-slow",
+        &tree_hook(&pids, &mark),
+    );
     let client = Command::new(BIN)
         .arg("--root")
         .arg(&d.root)
@@ -761,9 +1005,8 @@ fn stopping_the_daemon_mid_hook_ends_the_hook_and_records_the_interruption() {
     d.signal(nix::sys::signal::Signal::SIGTERM);
     let out = client.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let p = pids_in(&pids);
     wait_until(
-        || p.iter().all(|&x| !pid_alive(x)),
+        || marked(&mark).is_empty(),
         10,
         "the hook's tree to be gone",
     );
@@ -777,5 +1020,163 @@ fn stopping_the_daemon_mid_hook_ends_the_hook_and_records_the_interruption() {
     assert_eq!(
         hook_step(&pc["attempts"][0], "10-slow")["state"],
         "interrupted"
+    );
+}
+
+/// A daemon under `--root` in a private mount namespace of its own (`unshare --mount`), so its
+/// hooks can mount over its state directory without touching the host's mounts. `None` (and a
+/// note) where that is not possible (not root, or no unshare).
+fn daemon_in_private_mount_namespace() -> Option<Daemon> {
+    let probe = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: cannot make a private mount namespace (needs root and unshare)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    for d in ["etc/containers", "etc/rhel-node-agent/config.d"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("etc/containers/registries.conf"), BASE).unwrap();
+    let log = fs::File::create(dir.path().join("daemon.log")).unwrap();
+    let child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--"])
+        .arg(bin())
+        .arg("--root")
+        .arg(&root)
+        .args(["daemon", "--debounce", "50ms", "-v"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let d = Daemon { child, root, dir };
+    d.wait_ready();
+    Some(d)
+}
+
+#[test]
+fn a_step_whose_start_cannot_be_recorded_does_not_run_and_failed_writes_are_reported() {
+    let Some(d) = daemon_in_private_mount_namespace() else {
+        return;
+    };
+    let journal_dir = d.root.join("var/lib/rhel-node-agent/upgrade");
+    let journal = journal_dir.join("journal.json");
+    let lock_flag = scratch(&d, "lock");
+    let ran = scratch(&d, "ran");
+    let dir = hook_dir(&d, "pre-cordon");
+    // 10-lock makes the journal's directory read-only (in the daemon's mount namespace) while
+    // it runs: its own result and the start of 20-after can then not be written. (The remount
+    // is refused while the daemon has a file open for writing there: try again.)
+    hook(
+        &dir,
+        "10-lock",
+        &format!(
+            "if [ -e {flag} ]; then\n  mount --bind {j} {j} || exit 9\n  for i in $(seq 100); do mount -o remount,bind,ro {j} 2>/dev/null && break; sleep 0.05; done\n  touch {j}/probe 2>/dev/null && exit 9\n  echo locked\nfi",
+            flag = lock_flag.display(),
+            j = journal_dir.display()
+        ),
+    );
+    hook(&dir, "20-after", &format!("echo ran >> {}", ran.display()));
+    fs::write(&lock_flag, "").unwrap();
+
+    let o = phase(&d, &["pre-cordon", "--upgrade-id", "u-ro", "-o", "json"]);
+    let out = text(&o);
+    assert_eq!(code(&o), 1, "{out}");
+    let events: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "output" && e["hook"] == "10-lock" && e["line"] == "locked"),
+        "{out}"
+    );
+    let result = events.last().unwrap();
+    assert_eq!(result["event"], "result", "{out}");
+    assert_eq!(result["outcome"], "failed", "{out}");
+    let message = result["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "20-after was not started: its start could not be recorded in the upgrade journal {}: ",
+            journal.display()
+        )),
+        "{message}"
+    );
+    assert!(message.contains("Read-only file system"), "{message}");
+    let not_written = format!(
+        "the result of 10-lock could not be written to the upgrade journal {}",
+        journal.display()
+    );
+    assert!(message.contains(&not_written), "{message}");
+    let write_errors = result["journal_write_errors"].as_array().unwrap();
+    assert!(
+        write_errors
+            .iter()
+            .any(|e| e.as_str().unwrap().starts_with(&not_written)),
+        "{result}"
+    );
+    assert!(
+        write_errors.iter().any(|e| e
+            .as_str()
+            .unwrap()
+            .starts_with("the phase's result could not be written")),
+        "{result}"
+    );
+    assert_eq!(read(&ran), "", "20-after must not run");
+
+    // The daemon knows what happened; the file still says 10-lock is running and knows nothing
+    // of 20-after (so a restart would show the phase interrupted, never a hook as not run).
+    let pc = phase_rec(&upgrade(&d)["open"], "pre-cordon").clone();
+    assert_eq!(pc["state"], "failed", "{pc}");
+    assert_eq!(
+        hook_step(&pc["attempts"][0], "10-lock")["state"],
+        "succeeded"
+    );
+    let after = hook_step(&pc["attempts"][0], "20-after");
+    assert_eq!(after["state"], "failed", "{after}");
+    let on_disk: Value = serde_json::from_str(&read(&journal)).unwrap();
+    let disk_pc = phase_rec(&on_disk["open"], "pre-cordon");
+    assert_eq!(disk_pc["state"], "running", "{on_disk}");
+    let disk_hooks: Vec<&Value> = disk_pc["attempts"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "hook")
+        .collect();
+    assert_eq!(
+        disk_hooks.iter().map(|s| &s["name"]).collect::<Vec<_>>(),
+        ["10-lock"],
+        "{on_disk}"
+    );
+    assert_eq!(disk_hooks[0]["state"], "running");
+
+    // Writable again: the retry runs both hooks, and the file catches up with attempt 1 too.
+    fs::remove_file(&lock_flag).unwrap();
+    let um = Command::new("nsenter")
+        .arg("--target")
+        .arg(d.child.id().to_string())
+        .args(["--mount", "umount"])
+        .arg(&journal_dir)
+        .status()
+        .unwrap();
+    assert!(um.success());
+    let o = phase(&d, &["pre-cordon"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(read(&ran), "ran\n");
+    let on_disk: Value = serde_json::from_str(&read(&journal)).unwrap();
+    let disk_pc = phase_rec(&on_disk["open"], "pre-cordon");
+    assert_eq!(disk_pc["state"], "succeeded");
+    assert_eq!(disk_pc["attempts"][0]["state"], "failed");
+    assert!(
+        disk_pc["attempts"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("20-after was not started"),
+        "{on_disk}"
     );
 }

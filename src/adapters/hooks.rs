@@ -129,6 +129,30 @@ pub fn discover(
         .collect())
 }
 
+/// Why a hook owned by `file_uid` must not run, or `None` when its owner may: root, or the uid
+/// the daemon runs as (`own_uid`, a daemon not running as root can only run its own files). Anyone
+/// else could change what the daemon runs as root. Apart from [`classify`] so both branches can be
+/// tested whatever uid the tests run as.
+pub fn owner_refusal(file_uid: u32, own_uid: u32) -> Option<String> {
+    if file_uid == 0 || file_uid == own_uid {
+        return None;
+    }
+    Some(format!(
+        "owned by uid {file_uid}, not root{}",
+        if own_uid != 0 {
+            format!(" or the daemon's uid {own_uid}")
+        } else {
+            String::new()
+        }
+    ))
+}
+
+/// Why a hook with permission bits `mode` must not run, or `None`: a file writable by group or
+/// others can be changed by users other than its owner.
+pub fn mode_refusal(mode: u32) -> Option<String> {
+    (mode & 0o022 != 0).then(|| format!("writable by group or others (mode {:04o})", mode & 0o7777))
+}
+
 fn classify(name: String, path: PathBuf, own_uid: u32) -> Found {
     let skip = |reason: &str| Found::Skip {
         name: name.clone(),
@@ -151,28 +175,12 @@ fn classify(name: String, path: PathBuf, own_uid: u32) -> Found {
     if !meta.is_file() {
         return skip("not a regular file");
     }
-    if meta.uid() != 0 && meta.uid() != own_uid {
-        return Found::Refuse {
-            name,
-            path,
-            reason: format!(
-                "owned by uid {}, not root{}",
-                meta.uid(),
-                if own_uid != 0 {
-                    format!(" or the daemon's uid {own_uid}")
-                } else {
-                    String::new()
-                }
-            ),
-        };
+    if let Some(reason) = owner_refusal(meta.uid(), own_uid) {
+        return Found::Refuse { name, path, reason };
     }
     let mode = meta.permissions().mode();
-    if mode & 0o022 != 0 {
-        return Found::Refuse {
-            name,
-            path,
-            reason: format!("writable by group or others (mode {:04o})", mode & 0o7777),
-        };
+    if let Some(reason) = mode_refusal(mode) {
+        return Found::Refuse { name, path, reason };
     }
     if mode & 0o111 == 0 {
         return skip("not executable");
@@ -738,7 +746,9 @@ pub async fn stop_unit(conn: &zbus::Connection, unit: &str) {
     }
 }
 
-/// After a daemon restart: stop what is left of a hook the journal says was running.
+/// After a daemon restart: stop what is left of a hook the journal says was running. A process
+/// group handle must come from the current boot (pids start over at a reboot):
+/// [`crate::core::phases::PhaseJournal::recover`] hands out only those.
 pub async fn stop_leftover(handle: &RunnerHandle, conn: Option<&zbus::Connection>) -> String {
     if let (Some(unit), Some(conn)) = (&handle.unit, conn) {
         stop_unit(conn, unit).await;
@@ -786,6 +796,81 @@ mod tests {
         assert_eq!(suppressed, 1);
         // ~105-byte lines: about FORWARD_BUDGET / 105 of them were forwarded, then nothing.
         assert!((9_900..10_100).contains(&lines), "{lines}");
+    }
+
+    #[test]
+    fn owners_other_than_root_and_the_daemon_are_refused() {
+        // Root's own files, and a daemon's own files, run.
+        assert_eq!(owner_refusal(0, 0), None);
+        assert_eq!(owner_refusal(0, 990), None);
+        assert_eq!(owner_refusal(990, 990), None);
+        // Anyone else's are refused, naming who may own hooks.
+        assert_eq!(
+            owner_refusal(1000, 0).as_deref(),
+            Some("owned by uid 1000, not root")
+        );
+        assert_eq!(
+            owner_refusal(1000, 990).as_deref(),
+            Some("owned by uid 1000, not root or the daemon's uid 990")
+        );
+    }
+
+    #[test]
+    fn group_or_other_writable_modes_are_refused() {
+        for ok in [0o755, 0o700, 0o555, 0o4755, 0o100755] {
+            assert_eq!(mode_refusal(ok), None, "{ok:o}");
+        }
+        for (mode, shown) in [
+            (0o775, "0775"),
+            (0o757, "0757"),
+            (0o703, "0703"),
+            (0o100722, "0722"),
+        ] {
+            assert_eq!(
+                mode_refusal(mode),
+                Some(format!("writable by group or others (mode {shown})"))
+            );
+        }
+    }
+
+    /// The owner exception through a real file: a file owned by a non-root uid runs when the
+    /// daemon runs as that uid, and is refused when the daemon is root or another uid.
+    #[test]
+    fn a_file_of_the_daemons_own_uid_runs_and_anyone_elses_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("10-x");
+        std::fs::write(&path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let owner = if me == 0 {
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            65534
+        } else {
+            me
+        };
+        let run = Found::Run {
+            name: "10-x".into(),
+            path: path.clone(),
+        };
+        assert_eq!(classify("10-x".into(), path.clone(), owner), run);
+        let refused = |own: u32| match classify("10-x".into(), path.clone(), own) {
+            Found::Refuse { reason, .. } => reason,
+            other => panic!("not refused: {other:?}"),
+        };
+        assert_eq!(refused(0), format!("owned by uid {owner}, not root"));
+        assert_eq!(
+            refused(owner + 1),
+            format!(
+                "owned by uid {owner}, not root or the daemon's uid {}",
+                owner + 1
+            )
+        );
+        // The daemon's own file is still refused when others may write it.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o757)).unwrap();
+        assert_eq!(
+            refused(owner),
+            "writable by group or others (mode 0757)".to_string()
+        );
     }
 
     #[test]

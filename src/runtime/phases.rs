@@ -256,8 +256,9 @@ impl PhaseService {
         f(&mut j)
     }
 
-    /// Write the journal. During a phase a failure is logged and the phase goes on (the next
-    /// write retries); a phase does not start unless its start was written.
+    /// Write the journal. Neither a phase nor a step starts unless its start was written; a
+    /// failed write after a step is logged and reported in the phase's result (the next write
+    /// retries, as it writes the whole journal).
     fn persist(&self) -> Result<(), String> {
         let j = self
             .journal
@@ -544,14 +545,27 @@ impl PhaseService {
                 attempt,
                 now,
                 reboot,
+                write_errors: Mutex::new(Vec::new()),
             };
-            let (ok, message) = match ctx.execute().await {
+            let (ok, mut message) = match ctx.execute().await {
                 Ok(m) => (true, m),
                 Err(m) => (false, m),
             };
+            let mut write_errors = ctx.take_write_errors();
+            if !write_errors.is_empty() {
+                message.push_str(&format!("; {}", write_errors.join("; ")));
+            }
             let time = rfc3339(SystemTime::now());
             svc.with_journal(|j| j.finish(phase, ok, &message, &time));
-            let _ = svc.persist();
+            if let Err(e) = svc.persist() {
+                let note = format!(
+                    "the phase's result could not be written to the upgrade journal {}: {e}",
+                    svc.path.display()
+                );
+                tracing::error!(rna_component = "phases", rna_phase = %phase, upgrade_id = %id, journal = %svc.path.display(), error = %e, "phase result not recorded");
+                message.push_str(&format!("; {note}"));
+                write_errors.push(note);
+            }
             if ok {
                 tracing::info!(rna_component = "phases", rna_phase = %phase, upgrade_id = %id, attempt, "phase succeeded");
             } else {
@@ -572,13 +586,16 @@ impl PhaseService {
                     );
                 }
             }
-            let result = result_event(
+            let mut result = result_event(
                 Some(phase),
                 &id,
                 if ok { "succeeded" } else { "failed" },
                 if ok { 0 } else { 1 },
                 &message,
             );
+            if !write_errors.is_empty() {
+                result["journal_write_errors"] = json!(write_errors);
+            }
             *svc.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
             run.emit(result.clone(), false);
             let _ = run.done.send(Some(result));
@@ -700,6 +717,9 @@ struct PhaseCtx {
     attempt: u32,
     now: Now,
     reboot: bool,
+    /// Journal writes that failed after a step had run (or while a hook ran): the phase's
+    /// result reports them, so an on-disk record that is behind never goes unnoticed.
+    write_errors: Mutex<Vec<String>>,
 }
 
 /// How a built-in ended.
@@ -722,25 +742,57 @@ impl PhaseCtx {
         rfc3339(SystemTime::now())
     }
 
-    /// Record a step as started (written before it runs) and tell the clients; its index.
-    fn start_step(&self, st: &Step) -> Option<usize> {
+    /// Record a step as started and write it to disk before it runs; its index. A step whose
+    /// "running" record is not on disk must not run (after a crash nobody would know it ran, nor
+    /// what to stop): it is recorded as failed (in memory) and the error fails the phase.
+    fn start_step(&self, st: &Step) -> Result<Option<usize>, String> {
         let idx = self
             .svc
             .with_journal(|j| j.step_started(self.phase, st.clone()));
-        let _ = self.svc.persist();
+        if let Err(e) = self.svc.persist() {
+            let why = format!(
+                "{} was not started: its start could not be recorded in the upgrade journal {}: {e}",
+                st.name,
+                self.svc.path.display()
+            );
+            tracing::error!(rna_component = "phases", rna_phase = %self.phase, step = %st.name, journal = %self.svc.path.display(), error = %e, "step not started: journal not written");
+            let mut failed = st.clone();
+            failed.state = RunState::Failed;
+            failed.message = why.clone();
+            failed.finished_at = Some(Self::time());
+            if let Some(i) = idx {
+                let f = failed.clone();
+                self.svc
+                    .with_journal(|j| j.step_update(self.phase, i, |x| *x = f));
+            }
+            self.emit_step(&failed);
+            return Err(why);
+        }
         self.emit_step(st);
-        idx
+        Ok(idx)
     }
 
-    /// Record how step `idx` ended (written after it ran) and tell the clients.
+    /// Record how step `idx` ended (written after it ran) and tell the clients. A failed write
+    /// is logged and kept for the phase's result.
     fn end_step(&self, idx: Option<usize>, st: &Step) {
         if let Some(i) = idx {
             let st = st.clone();
             self.svc
                 .with_journal(|j| j.step_update(self.phase, i, |x| *x = st));
         }
-        let _ = self.svc.persist();
+        if let Err(e) = self.svc.persist() {
+            self.write_failed(&format!("the result of {}", st.name), &e);
+        }
         self.emit_step(st);
+    }
+
+    /// Note a journal write that failed after something had already happened.
+    fn write_failed(&self, what: &str, e: &str) {
+        note_write_error(&self.write_errors, &self.svc.path, self.phase, what, e);
+    }
+
+    fn take_write_errors(&self) -> Vec<String> {
+        std::mem::take(&mut *self.write_errors.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Run the planned steps; Ok(summary) or Err(why the phase failed).
@@ -754,7 +806,7 @@ impl PhaseCtx {
                 }
                 PlannedStep::Builtin(b) => {
                     let mut st = phases::builtin_step(b, &Self::time());
-                    let idx = self.start_step(&st);
+                    let idx = self.start_step(&st)?;
                     let outcome = self.builtin(b).await;
                     let (state, msg) = match &outcome {
                         BuiltinOutcome::Done(m) => (RunState::Succeeded, m.clone()),
@@ -818,7 +870,9 @@ impl PhaseCtx {
                 Found::Run { .. } => {}
             }
         }
-        let _ = self.svc.persist();
+        if let Err(e) = self.svc.persist() {
+            self.write_failed("the skipped and refused hook files", &e);
+        }
         if !refused.is_empty() {
             return Err(format!(
                 "hook file(s) refused, no hook was run: {}",
@@ -925,7 +979,7 @@ impl PhaseCtx {
         };
         let mut st = Step::started(name, StepKind::Hook, &Self::time());
         st.path = Some(path.display().to_string());
-        let idx = self.start_step(&st);
+        let idx = self.start_step(&st)?;
         tracing::info!(rna_component = "hooks", rna_phase = %self.phase, rna_hook = %name, runner = runner.name(), timeout_s = timeout.as_secs(), "hook started");
         let phase = self.phase;
         let id = self.id.clone();
@@ -933,11 +987,15 @@ impl PhaseCtx {
         let run = self.run.clone();
         let systemd_unit = matches!(runner, Runner::Systemd(_)).then(|| unit.clone());
         let hook_name = name.to_string();
+        let write_errors = &self.write_errors;
         let mut on_event = move |e: HookEvent| match e {
             HookEvent::Started(handle) => {
                 if let Some(i) = idx {
                     svc.with_journal(|j| j.step_update(phase, i, |x| x.runner = Some(handle)));
-                    let _ = svc.persist();
+                    if let Err(e) = svc.persist() {
+                        let what = format!("where hook {hook_name} runs");
+                        note_write_error(write_errors, &svc.path, phase, &what, &e);
+                    }
                 }
             }
             HookEvent::Line(line) => {
@@ -1244,6 +1302,19 @@ impl PhaseCtx {
             Err(e) => BuiltinOutcome::Failed(format!("{key} = {want}: {e}")),
         }
     }
+}
+
+/// Log a journal write that failed after something had happened, and keep it for the phase's
+/// result.
+fn note_write_error(errors: &Mutex<Vec<String>>, path: &Path, phase: Phase, what: &str, e: &str) {
+    tracing::error!(rna_component = "phases", rna_phase = %phase, journal = %path.display(), what, error = %e, "journal not written after a step");
+    errors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(format!(
+            "{what} could not be written to the upgrade journal {}: {e}",
+            path.display()
+        ));
 }
 
 fn mirrors_outcome(v: &Value) -> BuiltinOutcome {

@@ -4,7 +4,8 @@
 # may write where the daemon may not), in their own cgroup, and appear in the journal under their
 # names (`journalctl -t <hook>` and `journalctl -u <its unit>`); when a hook ends, everything it
 # started ends too — children, grandchildren, and a process that called setsid and double-forked;
-# a hook that times out is stopped with its whole tree; the firewalld step of pre-upgrade stops and
+# a hook that times out is stopped with its whole tree (no process carrying its environment mark is
+# left, and its transient unit is unloaded); the firewalld step of pre-upgrade stops and
 # disables the real firewalld.service through systemd's D-Bus API before the hooks run; kill -9 of
 # the daemon mid-hook: systemd restarts it, the new daemon stops the orphaned hook unit and shows
 # the phase as interrupted, and the phase can be run again. Needs root.
@@ -43,8 +44,11 @@ echo marker > /etc/hook-was-here
 sleep 0.5
 echo "bye from $RNA_HOOK"
 EOF
+# It re-executes itself with a mark in its environment: every process of its tree carries it.
 cat > "$H/pre-upgrade.d/20-hangs" <<'EOF'
 #!/bin/sh
+[ "$RNA_TEST_MARK" = rna-hooks-unit-hang ] || exec env RNA_TEST_MARK=rna-hooks-unit-hang "$0"
+cat /proc/self/cgroup > /var/log/hang-cgroup
 sh -c 'sleep 1000 & echo $! >> /var/log/hang-pids; sleep 1000' &
 echo $! >> /var/log/hang-pids
 echo $$ >> /var/log/hang-pids
@@ -59,10 +63,20 @@ touch /var/log/slow-started
 sleep 1000
 EOF
 chmod 0755 "$H"/*/*
+# marked VALUE: the pids of the live processes whose environment holds RNA_TEST_MARK=VALUE.
+install -D -m 0755 /dev/stdin "$U/usr/local/sbin/rna-marked" <<'EOF'
+#!/bin/sh
+for e in /proc/[0-9]*/environ; do
+  tr '\0' '\n' < "$e" 2>/dev/null | grep -qx "RNA_TEST_MARK=$1" || continue
+  p=${e#/proc/}; echo "${p%/environ}"
+done
+EOF
 boot_container "$W" rna-hooks-test || exit 1
 
 is_active() { [ "$(IN systemctl is-active rhel-node-agent.service)" = active ]; }
 wait_for "agent active" is_active || { fail "agent not active"; IN journalctl -u rhel-node-agent --no-pager | tail -20; exit 1; }
+marked() { IN /usr/local/sbin/rna-marked "$1"; }
+none_marked() { [ -z "$(marked "$1")" ]; }
 pids_dead() {  # pids_dead FILE: every pid listed in FILE (inside the container) is gone
   local p
   for p in $(IN cat "$1"); do IN kill -0 "$p" 2>/dev/null && return 1; done
@@ -90,6 +104,13 @@ left=$(IN systemctl list-units --all --no-legend 'rna-hook-*' | wc -l)
 [ "$left" = 0 ] && pass "no hook unit is left loaded" || fail "hook units left: $(IN systemctl list-units --all --no-legend 'rna-hook-*')"
 
 # --- pre-upgrade: firewalld step first, then a hook that hangs and is stopped at its timeout ------
+# The mark scan finds a marked process (so an empty scan below means something).
+IN sh -c 'RNA_TEST_MARK=rna-hooks-unit-probe setsid sleep 300 </dev/null >/dev/null 2>&1 &'
+probe_seen() { [ -n "$(marked rna-hooks-unit-probe)" ]; }
+if wait_for "the probe" probe_seen; then
+  pass "the environment-mark scan sees a marked process"
+  IN kill $(marked rna-hooks-unit-probe)
+else fail "the mark scan did not find the probe"; fi
 fw_before="$(IN systemctl is-enabled firewalld.service 2>&1)/$(IN systemctl is-active firewalld.service 2>&1)"
 out=$(IN rhel-node-agent phase run pre-upgrade 2>&1); rc=$?
 [ $rc = 1 ] && pass "a hook that times out fails pre-upgrade (exit 1)" || fail "pre-upgrade exit $rc: $out"
@@ -97,6 +118,16 @@ case "$out" in *"timed out after 2 s"*) pass "the failure names the timeout";; *
 if wait_for "the hung hook's tree to end" pids_dead /var/log/hang-pids && [ "$(IN sh -c 'wc -l < /var/log/hang-pids' | tr -d ' ')" = 3 ]; then
   pass "the timed-out hook and its whole tree are gone"
 else fail "hang leftovers: $(IN cat /var/log/hang-pids)"; fi
+if wait_for "no marked process" none_marked rna-hooks-unit-hang; then
+  pass "zero processes of the timed-out hook are left (environment-mark scan)"
+else fail "marked leftovers: $(for p in $(marked rna-hooks-unit-hang); do IN ps -o pid=,args= -p "$p"; done)"; fi
+hang_unit=$(IN sh -c 'grep -o "rna-hook-pre-upgrade-20-hangs-[^/]*\.service" /var/log/hang-cgroup | head -n1')
+if [ -n "$hang_unit" ]; then
+  load=$(IN systemctl show -p LoadState --value "$hang_unit")
+  left=$(IN systemctl list-units --all --no-legend 'rna-hook-pre-upgrade-*' | wc -l)
+  [ "$load" = not-found ] && [ "$left" = 0 ] && pass "the timed-out hook's unit $hang_unit is gone (LoadState=$load)" \
+    || fail "timed-out hook unit still there: LoadState=$load; $(IN systemctl list-units --all --no-legend 'rna-hook-*')"
+else fail "the hanging hook did not record its unit: $(IN cat /var/log/hang-cgroup)"; fi
 fw_after="$(IN systemctl is-enabled firewalld.service 2>&1)/$(IN systemctl is-active firewalld.service 2>&1)"
 case "$out" in *"builtin firewalld-upgrade-state: done"*)
   [ "$fw_after" = "disabled/inactive" ] && pass "firewalld step ran first: $fw_before -> $fw_after" || fail "firewalld is $fw_after after the step";;

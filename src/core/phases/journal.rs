@@ -608,8 +608,13 @@ impl PhaseJournal {
     }
 
     /// At daemon start: whatever the journal says is running is not (the daemon that ran it is
-    /// gone). Mark those attempts and steps interrupted, and return the runner handles of the
-    /// steps so the runtime can stop what is left of them.
+    /// gone). Mark those attempts and steps interrupted, and return the steps with the runner
+    /// handles the runtime may act on to stop what is left of them.
+    ///
+    /// A process-group handle (pgid, leader start time) only means something in the boot that
+    /// recorded it: after a reboot that pid may lead an unrelated group, so such handles are
+    /// dropped from steps of an attempt that ran in another boot. A transient unit's name stays: it
+    /// stops only that unit, and after a reboot the unit is simply gone.
     pub fn recover(&mut self, now: &Now) -> Vec<(Phase, Step)> {
         let mut found = Vec::new();
         let Some(r) = self.open.as_mut() else {
@@ -628,9 +633,22 @@ impl PhaseJournal {
             } else {
                 "the daemon stopped while the phase was running"
             };
+            let same_boot = a.boot_id == now.boot_id;
             for s in &mut a.steps {
                 if s.state == RunState::Running {
-                    found.push((pr.phase, s.clone()));
+                    let mut left = s.clone();
+                    if !same_boot {
+                        left.runner = left
+                            .runner
+                            .take()
+                            .map(|h| RunnerHandle {
+                                unit: h.unit,
+                                pgid: None,
+                                start_ticks: None,
+                            })
+                            .filter(|h| h.unit.is_some());
+                    }
+                    found.push((pr.phase, left));
                     s.state = RunState::Interrupted;
                     s.message = why.to_string();
                     s.finished_at = Some(now.time.clone());
@@ -878,6 +896,70 @@ mod tests {
         assert!(j.open.as_ref().unwrap().phase(Phase::PreCordon).attempts[1]
             .message
             .contains("rebooted"));
+    }
+
+    /// A hook's process group recorded in an earlier boot: after the reboot that pid may lead an
+    /// unrelated group, so recover must not hand it out (a unit name is still handed out).
+    #[test]
+    fn recover_drops_process_groups_of_an_earlier_boot_and_keeps_units() {
+        let start = |j: &mut PhaseJournal, phase: Phase, n: &Now, handle: RunnerHandle| {
+            j.begin(
+                &Trigger {
+                    phase: Some(phase),
+                    ignore_order: true,
+                    ..Trigger::default()
+                },
+                n,
+            );
+            let mut s = Step::started("10-x", StepKind::Hook, &n.time);
+            s.runner = Some(handle);
+            j.step_started(phase, s);
+        };
+        let pg = RunnerHandle {
+            pgid: Some(1234),
+            start_ticks: Some(99),
+            unit: None,
+        };
+        let before = now("2026-11-22T05:00:00Z", "boot-a");
+        let after = now("2026-11-22T05:09:00Z", "boot-b");
+
+        let mut j = PhaseJournal::default();
+        start(&mut j, Phase::PreCordon, &before, pg.clone());
+        let found = j.recover(&after);
+        assert_eq!(found.len(), 1, "the step is still reported as interrupted");
+        assert_eq!(found[0].1.name, "10-x");
+        assert_eq!(found[0].1.runner, None, "no process group of boot-a");
+        let step = &j.open.as_ref().unwrap().phase(Phase::PreCordon).attempts[0].steps[0];
+        assert_eq!(step.state, RunState::Interrupted);
+        assert!(step.message.contains("rebooted"), "{}", step.message);
+
+        // The same handle in the current boot is handed out whole.
+        let mut j = PhaseJournal::default();
+        start(&mut j, Phase::PreCordon, &before, pg.clone());
+        let found = j.recover(&now("2026-11-22T05:01:00Z", "boot-a"));
+        assert_eq!(found[0].1.runner.as_ref(), Some(&pg));
+
+        // A transient unit is stopped by name, whatever the boot: it is kept, the pgid is not.
+        let mut j = PhaseJournal::default();
+        start(
+            &mut j,
+            Phase::PreUpgrade,
+            &before,
+            RunnerHandle {
+                unit: Some("rna-hook-pre-upgrade-10-x-1a.service".into()),
+                pgid: Some(1234),
+                start_ticks: Some(99),
+            },
+        );
+        let found = j.recover(&after);
+        assert_eq!(
+            found[0].1.runner,
+            Some(RunnerHandle {
+                unit: Some("rna-hook-pre-upgrade-10-x-1a.service".into()),
+                pgid: None,
+                start_ticks: None,
+            })
+        );
     }
 
     #[test]
