@@ -320,7 +320,7 @@ mod duration_text {
 fn zone_decls(
     zones: &[ZoneFrag],
 ) -> Result<Vec<crate::core::firewall::ZoneDecl>, (String, String)> {
-    use crate::core::firewall::{check_name, check_source, ZoneDecl};
+    use crate::core::firewall::{check_interface, check_name, check_source, ZoneDecl};
     let mut out: Vec<ZoneDecl> = Vec::new();
     for (i, z) in zones.iter().enumerate() {
         let key = |f: &str| format!("firewalld.zone[{i}].{f}");
@@ -353,14 +353,27 @@ fn zone_decls(
             d.sources.push(v.clone());
         }
         for (j, v) in z.interfaces.iter().flatten().enumerate() {
-            if v.len() > 15 || v.contains('/') || v.chars().any(char::is_whitespace) || v.is_empty()
-            {
-                return Err((
-                    format!("{}[{j}]", key("interfaces")),
-                    format!("{v:?} is not an interface name (1-15 characters, no '/' or spaces)"),
-                ));
-            }
+            check_interface(v).map_err(|e| (format!("{}[{j}]", key("interfaces")), e))?;
             d.interfaces.push(v.clone());
+        }
+        // A source or interface is bound to one zone: declared in two, the agent would move it
+        // back and forth.
+        for (field, mine) in [("sources", &d.sources), ("interfaces", &d.interfaces)] {
+            for (j, v) in mine.iter().enumerate() {
+                let other = out.iter().find(|o| {
+                    if field == "sources" {
+                        o.sources.contains(v)
+                    } else {
+                        o.interfaces.contains(v)
+                    }
+                });
+                if let Some(o) = other {
+                    return Err((
+                        format!("{}[{j}]", key(field)),
+                        format!("{v:?} is also declared in zone {:?} (it can be bound to one zone only)", o.name),
+                    ));
+                }
+            }
         }
         out.push(d);
     }
@@ -1228,6 +1241,35 @@ mod tests {
             let e = check_fragment("f.toml", text).unwrap_err().to_string();
             assert!(e.starts_with("f.toml:") && e.contains(word), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn zone_declarations_are_checked_as_firewalld_would() {
+        let zone = |name: &str, field: &str, v: &str| {
+            format!("[[firewalld.zone]]\nname = \"{name}\"\n{field} = [\"{v}\"]\n")
+        };
+        for (text, key, word) in [
+            (
+                zone("public", "interfaces", "eth*"),
+                "firewalld.zone[0].interfaces[0]",
+                "not an interface name",
+            ),
+            (
+                zone("a", "interfaces", "eth1") + &zone("b", "interfaces", "eth1"),
+                "firewalld.zone[1].interfaces[0]",
+                "also declared in zone \"a\"",
+            ),
+            (
+                zone("a", "sources", "10.0.0.0/8") + &zone("b", "sources", "10.0.0.0/8"),
+                "firewalld.zone[1].sources[0]",
+                "also declared in zone \"a\"",
+            ),
+        ] {
+            let e = check_fragment("f.toml", &text).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(word), "{text}: {e}");
+        }
+        let ok = zone("a", "interfaces", "eth1") + &zone("b", "interfaces", "eth2");
+        assert!(check_fragment("f.toml", &ok).is_ok());
     }
 
     #[test]
