@@ -1125,9 +1125,41 @@ impl Settings {
         }
     }
 
-    /// True on an OpenShift node as CONFIG.md defines it (the local half: the MCD's current config).
+    /// True on an OpenShift node as CONFIG.md defines it: the MCD's current config exists, or,
+    /// with a cluster configured, the daemon has seen the Node carry MCO's `currentConfig`
+    /// annotation (recorded by [`Settings::record_cluster_openshift`], so the CLI agrees with it).
     pub fn is_openshift_node(&self) -> bool {
         under_root(&self.root, "/etc/machine-config-daemon/currentconfig").exists()
+            || (!self.kubernetes.kubeconfig.is_empty() && self.cluster_openshift_marker().exists())
+    }
+
+    /// The directory of facts learned from the cluster (watched by the daemon: a change there
+    /// re-evaluates `auto` settings).
+    pub fn cluster_facts_dir(&self) -> PathBuf {
+        self.state_dir.join("cluster-facts")
+    }
+
+    /// Present while the Node carries MCO's `currentConfig` annotation.
+    pub fn cluster_openshift_marker(&self) -> PathBuf {
+        self.cluster_facts_dir().join("openshift-node")
+    }
+
+    /// Record what the cluster says about the Node's MCO annotation; true when that changed.
+    pub fn record_cluster_openshift(&self, annotated: bool) -> std::io::Result<bool> {
+        let marker = self.cluster_openshift_marker();
+        if marker.exists() == annotated {
+            return Ok(false);
+        }
+        if annotated {
+            std::fs::create_dir_all(self.cluster_facts_dir())?;
+            std::fs::write(
+                &marker,
+                "the Node carries machineconfiguration.openshift.io/currentConfig\n",
+            )?;
+        } else {
+            std::fs::remove_file(&marker)?;
+        }
+        Ok(true)
     }
 
     /// `mirrors.mode` with `auto` resolved.
@@ -1241,6 +1273,27 @@ mod tests {
             let e = check_fragment("f.toml", text).unwrap_err().to_string();
             assert!(e.starts_with("f.toml:") && e.contains(word), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn the_cluster_half_of_openshift_node_counts_only_with_a_cluster() {
+        let root = tempfile::tempdir().unwrap();
+        let mut s = Settings::from_fragments(root.path(), &[]).unwrap();
+        assert!(!s.is_openshift_node());
+        s.kubernetes.kubeconfig = "/etc/rhel-node-agent/kubeconfig".into();
+        assert!(s.record_cluster_openshift(true).unwrap(), "a change");
+        assert!(!s.record_cluster_openshift(true).unwrap(), "no change");
+        assert!(s.is_openshift_node());
+        assert_eq!(s.effective_mirror_mode(), MirrorMode::Verify);
+        let mut offline = s.clone();
+        offline.kubernetes.kubeconfig.clear();
+        assert!(
+            !offline.is_openshift_node(),
+            "a stale record without a cluster"
+        );
+        assert!(s.record_cluster_openshift(false).unwrap());
+        assert!(!s.is_openshift_node());
+        assert_eq!(s.effective_mirror_mode(), MirrorMode::InPlace);
     }
 
     #[test]
