@@ -4,7 +4,8 @@
 //! else is a 403. Covers: the node condition and annotations appear, and survive another writer's
 //! patches; heartbeats stay within one write a minute when idle; cordon/uncordon ownership (the
 //! agent lifts only its own cordon; someone else's uncordon clears the agent's record); a missing
-//! Node is reported, not fatal; offline mode.
+//! Node is reported, not fatal; offline mode; the MCO annotation on the Node makes `auto` settings
+//! (mirrors.mode, firewalld.state) treat the node as OpenShift, and its removal undoes that.
 
 use std::fs;
 use std::net::TcpListener;
@@ -1292,4 +1293,110 @@ async fn mirror_policies_from_the_cluster_are_applied_and_removed() {
         common::BASE,
         "the administrator's file is back, byte for byte"
     );
+}
+
+/// A private D-Bus daemon (session configuration) for CLI calls that need a bus to talk to.
+struct PrivateBus {
+    child: Child,
+    _dir: tempfile::TempDir,
+    address: String,
+}
+
+impl PrivateBus {
+    fn start() -> PrivateBus {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("bus");
+        let address = format!("unix:path={}", socket.display());
+        let child = Command::new("dbus-daemon")
+            .args(["--config-file=/usr/share/dbus-1/session.conf", "--nofork"])
+            .arg(format!("--address={address}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon (package dbus)");
+        let started = Instant::now();
+        while !socket.exists() {
+            assert!(started.elapsed() < Duration::from_secs(10), "no bus");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PrivateBus {
+            child,
+            _dir: dir,
+            address,
+        }
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `firewall status --json`'s desired state, as the CLI on this root sees it (over `bus`, so the
+/// --root confinement does not hide it).
+fn firewalld_desired(d: &Daemon, bus: &PrivateBus) -> serde_json::Value {
+    let o = d.cli(&["--system-bus", &bus.address, "firewall", "status", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["desired"].clone()
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs the cached kube-apiserver (scripts/test runs it in the kube stage)"]
+async fn the_mco_annotation_on_the_node_makes_auto_settings_treat_it_as_openshift() {
+    let server = ApiServer::start();
+    let admin = server.admin().await;
+    apply_rbac(&admin).await;
+    create_node(&admin, "node-mco").await;
+    let bus = PrivateBus::start();
+    let d = agent(&server.kubeconfig("agent", AGENT_TOKEN), "node-mco");
+    eventually("the agent's condition on node-mco", 30, || async {
+        condition(&node(&admin, "node-mco").await).is_some()
+    })
+    .await;
+    // No MCD file and no annotation: not an OpenShift node.
+    assert_eq!(d.status()["mirrors"]["mode"], "in-place");
+    let desired = firewalld_desired(&d, &bus);
+    assert_eq!(desired["state"], "unmanaged", "{desired}");
+    assert!(
+        desired["why"].as_str().unwrap().contains("not OpenShift"),
+        "{desired}"
+    );
+
+    // MCO annotates the Node: both `auto` settings follow, without a restart or reload.
+    let annotate = |v: serde_json::Value| {
+        let admin = admin.clone();
+        async move {
+            Api::<Node>::all(admin)
+                .patch(
+                    "node-mco",
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"metadata": {"annotations": {
+                        "machineconfiguration.openshift.io/currentConfig": v}}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    annotate(json!("rendered-worker-0123")).await;
+    eventually(
+        "mirrors.mode auto = verify on the annotated node",
+        30,
+        || async { d.status()["mirrors"]["mode"] == "verify" },
+    )
+    .await;
+    assert_eq!(
+        firewalld_desired(&d, &bus),
+        json!({"state": "disabled", "mask": false})
+    );
+
+    // The annotation goes away: back to a node that is not OpenShift.
+    annotate(serde_json::Value::Null).await;
+    eventually("mirrors.mode auto = in-place again", 30, || async {
+        d.status()["mirrors"]["mode"] == "in-place"
+    })
+    .await;
+    assert_eq!(firewalld_desired(&d, &bus)["state"], "unmanaged");
 }

@@ -48,6 +48,12 @@ trait FirewallD1 {
     default_path = "/org/fedoraproject/FirewallD1"
 )]
 trait Zone {
+    #[zbus(name = "getZones")]
+    fn get_zones(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(name = "getZoneOfInterface")]
+    fn get_zone_of_interface(&self, interface: &str) -> zbus::Result<String>;
+    #[zbus(name = "getZoneOfSource")]
+    fn get_zone_of_source(&self, source: &str) -> zbus::Result<String>;
     #[zbus(name = "getPorts")]
     fn get_ports(&self, zone: &str) -> zbus::Result<Vec<Vec<String>>>;
     #[zbus(name = "addPort")]
@@ -79,6 +85,30 @@ trait Zone {
 }
 
 #[proxy(
+    interface = "org.fedoraproject.FirewallD1.ipset",
+    default_service = "org.fedoraproject.FirewallD1",
+    default_path = "/org/fedoraproject/FirewallD1"
+)]
+trait IpSet {
+    #[zbus(name = "getIPSets")]
+    fn get_ipsets(&self) -> zbus::Result<Vec<String>>;
+    /// `(version, short, description, type, options, entries)`.
+    #[zbus(name = "getIPSetSettings")]
+    #[allow(clippy::type_complexity)]
+    fn get_ipset_settings(
+        &self,
+        ipset: &str,
+    ) -> zbus::Result<(
+        String,
+        String,
+        String,
+        String,
+        std::collections::HashMap<String, String>,
+        Vec<String>,
+    )>;
+}
+
+#[proxy(
     interface = "org.fedoraproject.FirewallD1.config",
     default_service = "org.fedoraproject.FirewallD1",
     default_path = "/org/fedoraproject/FirewallD1/config"
@@ -92,6 +122,10 @@ trait Config {
     fn get_zone_of_source(&self, source: &str) -> zbus::Result<String>;
     #[zbus(name = "getServiceNames")]
     fn get_service_names(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(name = "getZoneNames")]
+    fn get_zone_names(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(name = "getIPSetNames")]
+    fn get_ipset_names(&self) -> zbus::Result<Vec<String>>;
 }
 
 #[proxy(
@@ -158,6 +192,16 @@ pub enum FirewallError {
     },
 }
 
+impl FirewallError {
+    /// The declaration is at fault (firewalld has no such zone, service or ipset, or rejects a
+    /// value as invalid), not firewalld or systemd: exit 2, and nothing to retry until the
+    /// configuration (or firewalld's own) changes.
+    pub fn is_declaration(&self) -> bool {
+        matches!(self, FirewallError::Firewalld { code, key, .. }
+            if code.starts_with("INVALID_") && key.starts_with("firewalld."))
+    }
+}
+
 /// Map a zbus error from firewalld to [`FirewallError::Firewalld`] with `key`.
 fn fw_err(key: &str, e: zbus::Error) -> FirewallError {
     if let zbus::Error::MethodError(name, msg, _) = &e {
@@ -217,6 +261,8 @@ pub struct FirewallReport {
     pub undeclared: Vec<String>,
     /// Declared vs observed per zone (runtime and permanent), for `firewall status`.
     pub observed: Option<FirewalldObserved>,
+    /// The declared zones as observed after the changes (only when something was changed).
+    pub observed_after: Option<FirewalldObserved>,
     /// Mutating D-Bus calls made (0 for an idempotent re-apply).
     pub mutations: u32,
     /// Notes (e.g. systemd not on this bus).
@@ -238,6 +284,29 @@ impl FirewallReport {
     /// Something had to be changed (or would be, in a dry run).
     pub fn changed(&self) -> bool {
         !self.unit_actions.is_empty() || !self.changes.is_empty()
+    }
+
+    fn describe(&self, unit: Option<&UnitObserved>, zones: Option<&FirewalldObserved>) -> String {
+        let mut parts = Vec::new();
+        if let Some(u) = unit.filter(|_| !self.unit_actions.is_empty()) {
+            parts.push(format!("{UNIT} {}", u.short()));
+        }
+        if let Some(obs) = zones {
+            parts.extend(firewall::describe_changed(&self.changes, obs));
+        }
+        parts.join(" | ")
+    }
+
+    /// What was found in what had to be changed: the unit (when it was), the default zone and
+    /// each changed zone's settings per layer (` | ` between them). The `before` of a drift.
+    pub fn before(&self) -> String {
+        self.describe(self.unit_before.as_ref(), self.observed.as_ref())
+    }
+
+    /// The same parts as [`FirewallReport::before`], observed again after the changes: the
+    /// `after` of a drift (empty parts in a dry run, where nothing changed).
+    pub fn after(&self) -> String {
+        self.describe(self.unit_after.as_ref(), self.observed_after.as_ref())
     }
 }
 
@@ -275,11 +344,13 @@ pub async fn observe_unit(conn: &zbus::Connection) -> Result<UnitObserved, Firew
     })
 }
 
-/// Run unit actions in order, waiting for each job.
+/// Run unit actions in order, waiting for each job; `done` receives each action that went
+/// through (so a failure later can put the unit back).
 async fn run_unit_actions(
     conn: &zbus::Connection,
     actions: &[UnitAction],
     mutations: &mut u32,
+    done: &mut Vec<UnitAction>,
 ) -> Result<(), FirewallError> {
     let bus = |what: &'static str| {
         move |source| {
@@ -343,6 +414,7 @@ async fn run_unit_actions(
                 }
             }
         }
+        done.push(*a);
     }
     Ok(())
 }
@@ -360,8 +432,18 @@ pub async fn wait_running(conn: &zbus::Connection, limit: Duration) -> Result<()
                     .state()
                     .await
             };
-            if state.await.is_ok_and(|s| s == "RUNNING") {
-                return Ok(());
+            match state.await {
+                Ok(s) if s == "RUNNING" => return Ok(()),
+                // Up, but it will never answer this caller: say why now rather than time out.
+                Err(zbus::Error::MethodError(name, msg, m))
+                    if matches!(
+                        name.as_str().rsplit('.').next(),
+                        Some("NotAuthorizedException" | "AccessDenied")
+                    ) =>
+                {
+                    return Err(fw_err("", zbus::Error::MethodError(name, msg, m)));
+                }
+                _ => {}
             }
         }
         if started.elapsed() >= limit {
@@ -442,18 +524,103 @@ pub async fn observe(
     Ok(obs)
 }
 
-/// Make one zone change. The permanent configuration is looked up by zone name each time (its
-/// object path changes after a reload).
-async fn apply_change(
-    conn: &zbus::Connection,
-    c: &Change,
-    mutations: &mut u32,
-) -> Result<(), FirewallError> {
-    let key = match c {
+/// The call that takes back one change this reconcile made, recorded as it is made so a failure
+/// part-way can be undone in reverse order.
+#[derive(Debug, Clone)]
+enum Undo {
+    /// Set the default zone back.
+    DefaultZone(String),
+    /// Add (`add`) or remove an item in the runtime configuration of `zone`.
+    Runtime { zone: String, item: Item, add: bool },
+    /// Bind a source or interface (moved at runtime) back to `zone`.
+    RuntimeRebind { zone: String, item: Item },
+    /// Add (`add`) or remove an item in the permanent configuration of `zone`.
+    Permanent { zone: String, item: Item, add: bool },
+}
+
+impl std::fmt::Display for Undo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Undo::DefaultZone(z) => write!(f, "set the default zone back to {z}"),
+            Undo::Runtime { zone, item, add } => {
+                let verb = if *add { "add back" } else { "remove" };
+                write!(f, "{verb} {item} in zone {zone} (runtime)")
+            }
+            Undo::RuntimeRebind { zone, item } => write!(f, "bind {item} to zone {zone} again"),
+            Undo::Permanent { zone, item, add } => {
+                let verb = if *add { "add back" } else { "remove" };
+                write!(f, "{verb} {item} in zone {zone} (permanent)")
+            }
+        }
+    }
+}
+
+/// The configuration key a change comes from, for its errors.
+fn key_of(c: &Change) -> String {
+    match c {
         Change::Add { key, .. } => key.clone(),
         Change::SetDefaultZone { .. } => "firewalld.default_zone".into(),
         Change::Remove { zone, .. } => format!("firewalld.prune (zone {zone})"),
+    }
+}
+
+/// One runtime add or remove (`ALREADY_ENABLED` / `NOT_ENABLED` are success: nothing to do).
+/// Returns whether firewalld changed something.
+async fn runtime_item(
+    zp: &ZoneProxy<'_>,
+    zone: &str,
+    item: &Item,
+    add: bool,
+) -> zbus::Result<bool> {
+    let r = match (item, add) {
+        (Item::Port(p), true) => zp.add_port(zone, &p.port, &p.proto, 0).await,
+        (Item::Service(s), true) => zp.add_service(zone, s, 0).await,
+        (Item::Source(s), true) => zp.add_source(zone, s).await,
+        (Item::Interface(i), true) => zp.add_interface(zone, i).await,
+        (Item::Port(p), false) => zp.remove_port(zone, &p.port, &p.proto).await,
+        (Item::Service(s), false) => zp.remove_service(zone, s).await,
+        (Item::Source(s), false) => zp.remove_source(zone, s).await,
+        (Item::Interface(i), false) => zp.remove_interface(zone, i).await,
     };
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if add && code_of(&e) == "ALREADY_ENABLED" => Ok(false),
+        Err(e) if !add && code_of(&e) == "NOT_ENABLED" => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// One permanent add or remove, like [`runtime_item`].
+async fn permanent_item(cz: &ConfigZoneProxy<'_>, item: &Item, add: bool) -> zbus::Result<bool> {
+    let r = match (item, add) {
+        (Item::Port(p), true) => cz.add_port(&p.port, &p.proto).await,
+        (Item::Service(s), true) => cz.add_service(s).await,
+        (Item::Source(s), true) => cz.add_source(s).await,
+        (Item::Interface(i), true) => cz.add_interface(i).await,
+        (Item::Port(p), false) => cz.remove_port(&p.port, &p.proto).await,
+        (Item::Service(s), false) => cz.remove_service(s).await,
+        (Item::Source(s), false) => cz.remove_source(s).await,
+        (Item::Interface(i), false) => cz.remove_interface(i).await,
+    };
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if add && code_of(&e) == "ALREADY_ENABLED" => Ok(false),
+        Err(e) if !add && code_of(&e) == "NOT_ENABLED" => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Make one zone change, pushing onto `undo` what takes back each call that changed something.
+/// The permanent configuration is looked up by zone name each time (its object path changes after
+/// a reload). `default_before` is the default zone as observed (to undo a change of it).
+async fn apply_change(
+    conn: &zbus::Connection,
+    c: &Change,
+    default_before: &str,
+    mutations: &mut u32,
+    undo: &mut Vec<Undo>,
+) -> Result<(), FirewallError> {
+    let key = key_of(c);
     let e = |err| fw_err(&key, err);
     match c {
         Change::SetDefaultZone { zone } => {
@@ -464,6 +631,7 @@ async fn apply_change(
                 .set_default_zone(zone)
                 .await
                 .map_err(e)?;
+            undo.push(Undo::DefaultZone(default_before.to_string()));
         }
         Change::Add {
             layer: Layer::Runtime,
@@ -473,26 +641,41 @@ async fn apply_change(
         } => {
             let zp = ZoneProxy::new(conn).await.map_err(e)?;
             *mutations += 1;
-            let r = match item {
-                Item::Port(p) => zp.add_port(zone, &p.port, &p.proto, 0).await,
-                Item::Service(s) => zp.add_service(zone, s, 0).await,
-                Item::Source(s) => zp.add_source(zone, s).await,
-                Item::Interface(i) => zp.add_interface(zone, i).await,
-            };
-            match r {
-                Ok(_) => {}
+            match runtime_item(&zp, zone, item, true).await {
+                Ok(true) => undo.push(Undo::Runtime {
+                    zone: zone.clone(),
+                    item: item.clone(),
+                    add: false,
+                }),
+                Ok(false) => {}
                 // Bound to another zone: move it (what the declaration means).
                 Err(err) if code_of(&err) == "ZONE_CONFLICT" => {
+                    let other = match item {
+                        Item::Source(s) => zp.get_zone_of_source(s).await.map_err(e)?,
+                        Item::Interface(i) => zp.get_zone_of_interface(i).await.map_err(e)?,
+                        _ => return Err(e(err)),
+                    };
                     *mutations += 1;
                     match item {
                         Item::Source(s) => zp.change_zone_of_source(zone, s).await.map_err(e)?,
                         Item::Interface(i) => {
                             zp.change_zone_of_interface(zone, i).await.map_err(e)?
                         }
-                        _ => return Err(e(err)),
+                        _ => unreachable!("only sources and interfaces are bound to a zone"),
                     };
+                    undo.push(if other.is_empty() {
+                        Undo::Runtime {
+                            zone: zone.clone(),
+                            item: item.clone(),
+                            add: false,
+                        }
+                    } else {
+                        Undo::RuntimeRebind {
+                            zone: other,
+                            item: item.clone(),
+                        }
+                    });
                 }
-                Err(err) if code_of(&err) == "ALREADY_ENABLED" => {}
                 Err(err) => return Err(e(err)),
             }
         }
@@ -503,16 +686,12 @@ async fn apply_change(
         } => {
             let zp = ZoneProxy::new(conn).await.map_err(e)?;
             *mutations += 1;
-            let r = match item {
-                Item::Port(p) => zp.remove_port(zone, &p.port, &p.proto).await,
-                Item::Service(s) => zp.remove_service(zone, s).await,
-                Item::Source(s) => zp.remove_source(zone, s).await,
-                Item::Interface(i) => zp.remove_interface(zone, i).await,
-            };
-            match r {
-                Ok(_) => {}
-                Err(err) if code_of(&err) == "NOT_ENABLED" => {}
-                Err(err) => return Err(e(err)),
+            if runtime_item(&zp, zone, item, false).await.map_err(e)? {
+                undo.push(Undo::Runtime {
+                    zone: zone.clone(),
+                    item: item.clone(),
+                    add: true,
+                });
             }
         }
         Change::Add {
@@ -531,24 +710,22 @@ async fn apply_change(
             if let Some(other) = other.filter(|o| !o.is_empty() && o != zone) {
                 let oz = config_zone(conn, &cfg, &other, &key).await?;
                 *mutations += 1;
-                match item {
-                    Item::Interface(i) => oz.remove_interface(i).await.map_err(e)?,
-                    Item::Source(s) => oz.remove_source(s).await.map_err(e)?,
-                    _ => {}
+                if permanent_item(&oz, item, false).await.map_err(e)? {
+                    undo.push(Undo::Permanent {
+                        zone: other,
+                        item: item.clone(),
+                        add: true,
+                    });
                 }
             }
             let cz = config_zone(conn, &cfg, zone, &key).await?;
             *mutations += 1;
-            let r = match item {
-                Item::Port(p) => cz.add_port(&p.port, &p.proto).await,
-                Item::Service(s) => cz.add_service(s).await,
-                Item::Source(s) => cz.add_source(s).await,
-                Item::Interface(i) => cz.add_interface(i).await,
-            };
-            match r {
-                Ok(()) => {}
-                Err(err) if code_of(&err) == "ALREADY_ENABLED" => {}
-                Err(err) => return Err(e(err)),
+            if permanent_item(&cz, item, true).await.map_err(e)? {
+                undo.push(Undo::Permanent {
+                    zone: zone.clone(),
+                    item: item.clone(),
+                    add: false,
+                });
             }
         }
         Change::Remove {
@@ -559,20 +736,65 @@ async fn apply_change(
             let cfg = ConfigProxy::new(conn).await.map_err(e)?;
             let cz = config_zone(conn, &cfg, zone, &key).await?;
             *mutations += 1;
-            let r = match item {
-                Item::Port(p) => cz.remove_port(&p.port, &p.proto).await,
-                Item::Service(s) => cz.remove_service(s).await,
-                Item::Source(s) => cz.remove_source(s).await,
-                Item::Interface(i) => cz.remove_interface(i).await,
-            };
-            match r {
-                Ok(()) => {}
-                Err(err) if code_of(&err) == "NOT_ENABLED" => {}
-                Err(err) => return Err(e(err)),
+            if permanent_item(&cz, item, false).await.map_err(e)? {
+                undo.push(Undo::Permanent {
+                    zone: zone.clone(),
+                    item: item.clone(),
+                    add: true,
+                });
             }
         }
     }
     Ok(())
+}
+
+/// Make one undo call.
+async fn undo_one(
+    conn: &zbus::Connection,
+    u: &Undo,
+    mutations: &mut u32,
+) -> Result<(), FirewallError> {
+    let e = |err| fw_err("", err);
+    *mutations += 1;
+    match u {
+        Undo::DefaultZone(z) => FirewallD1Proxy::new(conn)
+            .await
+            .map_err(e)?
+            .set_default_zone(z)
+            .await
+            .map_err(e)?,
+        Undo::Runtime { zone, item, add } => {
+            let zp = ZoneProxy::new(conn).await.map_err(e)?;
+            runtime_item(&zp, zone, item, *add).await.map_err(e)?;
+        }
+        Undo::RuntimeRebind { zone, item } => {
+            let zp = ZoneProxy::new(conn).await.map_err(e)?;
+            match item {
+                Item::Source(s) => zp.change_zone_of_source(zone, s).await.map_err(e)?,
+                Item::Interface(i) => zp.change_zone_of_interface(zone, i).await.map_err(e)?,
+                _ => return Ok(()),
+            };
+        }
+        Undo::Permanent { zone, item, add } => {
+            let cfg = ConfigProxy::new(conn).await.map_err(e)?;
+            let cz = config_zone(conn, &cfg, zone, "").await?;
+            permanent_item(&cz, item, *add).await.map_err(e)?;
+        }
+    }
+    Ok(())
+}
+
+/// Take back, newest first, what this reconcile changed in the zones. Every step is tried; the
+/// ones that fail are logged and returned (the caller reports the original error).
+async fn undo_zones(conn: &zbus::Connection, undo: Vec<Undo>, mutations: &mut u32) -> Vec<String> {
+    let mut failed = Vec::new();
+    for u in undo.into_iter().rev() {
+        if let Err(err) = undo_one(conn, &u, mutations).await {
+            tracing::error!(rna_component = "firewalld", step = %u, error = %err, "cannot undo a firewalld change");
+            failed.push(format!("{u}: {err}"));
+        }
+    }
+    failed
 }
 
 async fn config_zone<'a>(
@@ -592,55 +814,188 @@ async fn config_zone<'a>(
         .map_err(|e| fw_err(key, e))
 }
 
-/// Check what only firewalld can tell, before anything changes: declared zones exist, declared
-/// services are known. A bad declaration never half-applies.
+/// The ipset types firewalld accepts as a zone source (firewalld's `SOURCE_IPSET_TYPES`).
+const SOURCE_IPSET_TYPES: [&str; 7] = [
+    "hash:ip",
+    "hash:ip,port",
+    "hash:ip,mark",
+    "hash:net",
+    "hash:net,port",
+    "hash:net,iface",
+    "hash:mac",
+];
+
+fn invalid(key: String, code: &str, message: String) -> FirewallError {
+    FirewallError::Firewalld {
+        key,
+        code: code.into(),
+        message,
+    }
+}
+
+/// Check what only firewalld can tell, before anything changes, in both the runtime and the
+/// permanent configuration: the default zone and every declared zone exist, declared services are
+/// known, and every `ipset:NAME` source names an ipset of a type usable as a source. Ports,
+/// protocols, addresses and interface names were checked when the configuration was loaded. A bad
+/// declaration never half-applies.
 async fn validate(
     conn: &zbus::Connection,
+    default_zone: Option<&str>,
     zones: &[ZoneDecl],
     obs: &FirewalldObserved,
 ) -> Result<(), FirewallError> {
+    let e = |e| fw_err("", e);
+    if let Some(dz) = default_zone.filter(|dz| *dz != obs.default_zone) {
+        let runtime = ZoneProxy::new(conn).await.map_err(e)?.get_zones().await;
+        let permanent = ConfigProxy::new(conn)
+            .await
+            .map_err(e)?
+            .get_zone_names()
+            .await;
+        let (runtime, permanent) = (runtime.map_err(e)?, permanent.map_err(e)?);
+        if !runtime.iter().any(|z| z == dz) || !permanent.iter().any(|z| z == dz) {
+            return Err(invalid(
+                "firewalld.default_zone".into(),
+                "INVALID_ZONE",
+                format!("firewalld has no zone {dz:?}"),
+            ));
+        }
+    }
     for (i, z) in zones.iter().enumerate() {
         let missing = matches!(obs.runtime.get(&z.name), Some(None))
             || matches!(obs.permanent.get(&z.name), Some(None));
         if missing {
-            return Err(FirewallError::Firewalld {
-                key: format!("firewalld.zone[{i}].name"),
-                code: "INVALID_ZONE".into(),
-                message: format!("firewalld has no zone {:?}", z.name),
-            });
+            return Err(invalid(
+                format!("firewalld.zone[{i}].name"),
+                "INVALID_ZONE",
+                format!("firewalld has no zone {:?}", z.name),
+            ));
         }
     }
-    if zones.iter().all(|z| z.services.is_empty()) {
-        return Ok(());
+    if zones.iter().any(|z| !z.services.is_empty()) {
+        let fw = FirewallD1Proxy::new(conn).await.map_err(e)?;
+        let runtime = fw.list_services().await.map_err(e)?;
+        let permanent = ConfigProxy::new(conn)
+            .await
+            .map_err(e)?
+            .get_service_names()
+            .await
+            .map_err(e)?;
+        for (i, z) in zones.iter().enumerate() {
+            for (j, s) in z.services.iter().enumerate() {
+                if !runtime.contains(s) || !permanent.contains(s) {
+                    return Err(invalid(
+                        format!("firewalld.zone[{i}].services[{j}]"),
+                        "INVALID_SERVICE",
+                        format!("firewalld has no service {s:?}"),
+                    ));
+                }
+            }
+        }
     }
-    let runtime = FirewallD1Proxy::new(conn)
-        .await
-        .map_err(|e| fw_err("", e))?
-        .list_services()
-        .await
-        .map_err(|e| fw_err("", e))?;
-    let permanent = ConfigProxy::new(conn)
-        .await
-        .map_err(|e| fw_err("", e))?
-        .get_service_names()
-        .await
-        .map_err(|e| fw_err("", e))?;
-    for (i, z) in zones.iter().enumerate() {
-        for (j, s) in z.services.iter().enumerate() {
-            if !runtime.contains(s) || !permanent.contains(s) {
-                return Err(FirewallError::Firewalld {
-                    key: format!("firewalld.zone[{i}].services[{j}]"),
-                    code: "INVALID_SERVICE".into(),
-                    message: format!("firewalld has no service {s:?}"),
-                });
+    let ipsets = |z: &ZoneDecl| -> Vec<(usize, String)> {
+        z.sources
+            .iter()
+            .enumerate()
+            .filter_map(|(j, s)| s.strip_prefix("ipset:").map(|n| (j, n.to_string())))
+            .collect()
+    };
+    if zones.iter().any(|z| !ipsets(z).is_empty()) {
+        let ip = IpSetProxy::new(conn).await.map_err(e)?;
+        let runtime = ip.get_ipsets().await.map_err(e)?;
+        let permanent = ConfigProxy::new(conn)
+            .await
+            .map_err(e)?
+            .get_ipset_names()
+            .await
+            .map_err(e)?;
+        for (i, z) in zones.iter().enumerate() {
+            for (j, name) in ipsets(z) {
+                let key = format!("firewalld.zone[{i}].sources[{j}]");
+                if !runtime.contains(&name) || !permanent.contains(&name) {
+                    return Err(invalid(
+                        key,
+                        "INVALID_IPSET",
+                        format!("firewalld has no ipset {name:?}"),
+                    ));
+                }
+                let (_, _, _, kind, _, _) = ip
+                    .get_ipset_settings(&name)
+                    .await
+                    .map_err(|err| fw_err(&key, err))?;
+                if !SOURCE_IPSET_TYPES.contains(&kind.as_str()) {
+                    return Err(invalid(
+                        key,
+                        "INVALID_IPSET",
+                        format!("ipset {name:?} has type {kind:?}, which firewalld does not accept as a source"),
+                    ));
+                }
             }
         }
     }
     Ok(())
 }
 
+/// Put the unit back after `done` (the actions this reconcile ran) when what followed failed; a
+/// failure to do so is logged (the caller reports the original error).
+async fn put_unit_back(conn: &zbus::Connection, done: &[UnitAction], mutations: &mut u32) {
+    let undo = firewall::unit_undo(done);
+    if undo.is_empty() {
+        return;
+    }
+    let mut again = Vec::new();
+    if let Err(err) = run_unit_actions(conn, &undo, mutations, &mut again).await {
+        tracing::error!(rna_component = "firewalld", error = %err, "cannot put firewalld.service back as it was");
+    } else {
+        let steps: Vec<&str> = undo.iter().map(|a| a.name()).collect();
+        tracing::info!(rna_component = "firewalld", steps = %steps.join("; "), "firewalld.service put back as it was");
+    }
+}
+
+/// Validate, then change the zones; a failure part-way undoes what this call changed (newest
+/// first, both layers) and returns the original error.
+async fn apply_zones(
+    conn: &zbus::Connection,
+    default_zone: Option<&str>,
+    zones: &[ZoneDecl],
+    prune: bool,
+    dry_run: bool,
+    r: &mut FirewallReport,
+) -> Result<(), FirewallError> {
+    wait_running(conn, Duration::from_secs(60)).await?;
+    let obs = observe(conn, zones).await?;
+    validate(conn, default_zone, zones, &obs).await?;
+    let plan = firewall::zone_plan(default_zone, zones, prune, &obs);
+    r.undeclared = plan.undeclared;
+    r.changes = plan.changes;
+    let default_before = obs.default_zone.clone();
+    r.observed = Some(obs);
+    if dry_run || r.changes.is_empty() {
+        return Ok(());
+    }
+    let mut undo = Vec::new();
+    for c in &r.changes {
+        if let Err(err) = apply_change(conn, c, &default_before, &mut r.mutations, &mut undo).await
+        {
+            let failed = undo_zones(conn, undo, &mut r.mutations).await;
+            if failed.is_empty() {
+                tracing::warn!(rna_component = "firewalld", error = %err, "firewalld rejected a change; what this reconcile had changed is undone");
+            }
+            return Err(err);
+        }
+    }
+    // For the drift's `after`; the changes are made, so a failed read is no failure of them.
+    r.observed_after = observe(conn, zones).await.ok();
+    Ok(())
+}
+
 /// Bring firewalld to `desired`: the unit through systemd (when systemd is on the bus), then,
 /// for `enabled`, the declared zones in both layers. `dry_run` observes and plans only.
+///
+/// Nothing is changed before the declaration has been validated against firewalld. When firewalld
+/// must be started first (it was stopped or masked), it is validated as soon as it runs, and on a
+/// failure the unit is put back as it was found. A firewalld error while the zones are changed
+/// undoes the zone changes already made, and the unit's.
 pub async fn reconcile(
     conn: &zbus::Connection,
     desired: &Desired,
@@ -663,12 +1018,7 @@ pub async fn reconcile(
         }
         r.unit_actions = firewall::unit_plan(&before, enabled, mask);
         r.unit_before = Some(before.clone());
-        if !dry_run && !r.unit_actions.is_empty() {
-            run_unit_actions(conn, &r.unit_actions, &mut r.mutations).await?;
-            r.unit_after = Some(observe_unit(conn).await?);
-        } else {
-            r.unit_after = Some(before);
-        }
+        r.unit_after = Some(before);
     } else {
         r.notes.push(
             "systemd is not on this bus: firewalld.service is not managed, only firewalld itself"
@@ -681,24 +1031,40 @@ pub async fn reconcile(
         prune,
     } = desired
     else {
+        if !dry_run && !r.unit_actions.is_empty() {
+            let mut done = Vec::new();
+            run_unit_actions(conn, &r.unit_actions, &mut r.mutations, &mut done).await?;
+            r.unit_after = Some(observe_unit(conn).await?);
+        }
         return Ok(r);
     };
-    if dry_run && !r.unit_actions.is_empty() && !has_owner(conn, BUS_NAME).await {
+    let default_zone = default_zone.as_deref();
+    let up = has_owner(conn, BUS_NAME).await;
+    if !up && !r.unit_actions.is_empty() && dry_run {
         r.notes
             .push("firewalld is not running: zone changes are planned once it is".into());
         return Ok(r);
     }
-    wait_running(conn, Duration::from_secs(60)).await?;
-    let obs = observe(conn, zones).await?;
-    validate(conn, zones, &obs).await?;
-    let plan = firewall::zone_plan(default_zone.as_deref(), zones, *prune, &obs);
-    r.undeclared = plan.undeclared;
-    r.changes = plan.changes;
-    r.observed = Some(obs);
-    if !dry_run {
-        for c in &r.changes {
-            apply_change(conn, c, &mut r.mutations).await?;
+    if up && !dry_run && !r.unit_actions.is_empty() {
+        // Running: validate before the unit is touched at all.
+        apply_zones(conn, default_zone, zones, *prune, true, &mut r).await?;
+    }
+    let mut done = Vec::new();
+    if !dry_run && !r.unit_actions.is_empty() {
+        let ran = run_unit_actions(conn, &r.unit_actions, &mut r.mutations, &mut done).await;
+        if let Err(err) = ran {
+            put_unit_back(conn, &done, &mut r.mutations).await;
+            return Err(err);
         }
+    }
+    // Validated above when firewalld was already up; otherwise now that it is (and the plan is
+    // made again either way: starting firewalld may have changed what it has).
+    if let Err(err) = apply_zones(conn, default_zone, zones, *prune, dry_run, &mut r).await {
+        put_unit_back(conn, &done, &mut r.mutations).await;
+        return Err(err);
+    }
+    if !done.is_empty() {
+        r.unit_after = Some(observe_unit(conn).await?);
     }
     Ok(r)
 }
@@ -740,18 +1106,44 @@ mod tests {
             m,
             "firewalld.zone[0].ports[1]: firewalld: INVALID_PORT: 70000"
         );
-        let e = zbus::Error::MethodError(
-            zbus::names::OwnedErrorName::try_from(
-                "org.fedoraproject.FirewallD1.NotAuthorizedException",
+        let not_authorized = || {
+            zbus::Error::MethodError(
+                zbus::names::OwnedErrorName::try_from(
+                    "org.fedoraproject.FirewallD1.NotAuthorizedException",
+                )
+                .unwrap(),
+                // firewalld's own text: "Not Authorized({method}): {action_id}".
+                Some("Not Authorized(uid): org.fedoraproject.FirewallD1.config".into()),
+                zbus::message::Message::method_call("/", "x")
+                    .build(&())
+                    .unwrap(),
             )
-            .unwrap(),
-            Some("Not Authorized(uid): org.fedoraproject.FirewallD1.info".into()),
+        };
+        // Raised by the call that adds a declared port: the key is named. The message's prefix
+        // is not an upper-case code, so the code is the D-Bus error's name.
+        let e = fw_err("firewalld.zone[0].ports[0]", not_authorized());
+        assert_eq!(
+            e.to_string(),
+            "firewalld.zone[0].ports[0]: firewalld: NotAuthorizedException: Not Authorized(uid): org.fedoraproject.FirewallD1.config"
+        );
+        assert!(!e.is_declaration(), "not the declaration's fault: exit 1");
+        // Raised by a read no key caused: none is shown.
+        assert_eq!(
+            fw_err("", not_authorized()).to_string(),
+            "firewalld: NotAuthorizedException: Not Authorized(uid): org.fedoraproject.FirewallD1.config"
+        );
+        // firewalld's generic exception (an OSError while writing the permanent configuration).
+        let e = zbus::Error::MethodError(
+            zbus::names::OwnedErrorName::try_from("org.fedoraproject.FirewallD1.Exception")
+                .unwrap(),
+            Some("[Errno 30] Read-only file system: '/etc/firewalld/zones/public.xml'".into()),
             zbus::message::Message::method_call("/", "x")
                 .build(&())
                 .unwrap(),
         );
-        assert!(fw_err("", e)
-            .to_string()
-            .starts_with("firewalld: NotAuthorizedException: Not Authorized"));
+        assert_eq!(
+            fw_err("firewalld.zone[0].ports[1]", e).to_string(),
+            "firewalld.zone[0].ports[1]: firewalld: Exception: [Errno 30] Read-only file system: '/etc/firewalld/zones/public.xml'"
+        );
     }
 }

@@ -18,6 +18,10 @@ use crate::config::Settings;
 /// The agent's node condition type.
 pub const CONDITION: &str = "RHELNodeAgentReady";
 
+/// The annotation the Machine Config Daemon keeps on every Node it manages: with a cluster
+/// configured, its presence makes this an OpenShift node (CONFIG.md).
+pub const MCO_CURRENT_CONFIG: &str = "machineconfiguration.openshift.io/currentConfig";
+
 /// Kubernetes adapter errors.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
@@ -173,6 +177,15 @@ impl Cluster {
             Ok(None) => Err(KubeError::NoNode(self.node.clone())),
             Err(e) => Err(api_err(format!("get node {}", self.node))(e)),
         }
+    }
+
+    /// Whether the Node carries [`MCO_CURRENT_CONFIG`]: the cluster half of "OpenShift node".
+    pub async fn openshift_annotated(&self) -> Result<bool, KubeError> {
+        let n = self.node().await?;
+        Ok(n.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(MCO_CURRENT_CONFIG)))
     }
 
     /// Write the condition (strategic merge by type on the status subresource; the transition time

@@ -63,14 +63,60 @@ fn describe(d: &Desired) -> String {
 }
 
 fn exit_for(e: &FirewallError) -> CliError {
-    match e {
-        FirewallError::Firewalld { code, key, .. }
-            if code.starts_with("INVALID_") && key.starts_with("firewalld.") =>
-        {
-            CliError::invalid(e)
-        }
-        _ => CliError::failed(e),
+    if e.is_declaration() {
+        CliError::invalid(e)
+    } else {
+        CliError::failed(e)
     }
+}
+
+/// The declared items `report` found missing in `zone` (one layer).
+fn missing(report: &FirewallReport, layer: Layer, zone: &str) -> Vec<String> {
+    report
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Add {
+                layer: l,
+                zone: z,
+                item,
+                ..
+            } if *l == layer && z == zone => Some(item.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Declared vs observed per declared zone, for `-o json`: what the zone must hold, what each layer
+/// holds (`null`: firewalld has no such zone, or was not running), and what each layer misses.
+fn zones_json(d: &Desired, report: &FirewallReport) -> serde_json::Value {
+    let Desired::Enabled { zones, .. } = d else {
+        return json!([]);
+    };
+    let observed = |layer: Layer, name: &str| {
+        report.observed.as_ref().and_then(|o| {
+            let side = match layer {
+                Layer::Runtime => &o.runtime,
+                Layer::Permanent => &o.permanent,
+            };
+            side.get(name).cloned().flatten()
+        })
+    };
+    zones
+        .iter()
+        .map(|z| {
+            json!({
+                "name": z.name,
+                "declared": z,
+                "runtime": observed(Layer::Runtime, &z.name),
+                "permanent": observed(Layer::Permanent, &z.name),
+                "missing": {
+                    "runtime": missing(report, Layer::Runtime, &z.name),
+                    "permanent": missing(report, Layer::Permanent, &z.name),
+                },
+            })
+        })
+        .collect()
 }
 
 /// Run `firewall …`.
@@ -117,7 +163,7 @@ pub fn run(cmd: &FirewallCommand, g: &Global) -> Result<Exit, CliError> {
         println!(
             "{}",
             json!({"schema": 1, "in_sync": !report.changed(), "desired": d,
-                   "report": report})
+                   "zones": zones_json(&d, &report), "report": report})
         );
         return Ok(Exit::Ok);
     }
@@ -139,19 +185,7 @@ pub fn run(cmd: &FirewallCommand, g: &Global) -> Result<Exit, CliError> {
                 (Layer::Runtime, &obs.runtime),
                 (Layer::Permanent, &obs.permanent),
             ] {
-                let missing: Vec<String> = report
-                    .changes
-                    .iter()
-                    .filter_map(|c| match c {
-                        Change::Add {
-                            layer: l,
-                            zone,
-                            item,
-                            ..
-                        } if *l == layer && *zone == z.name => Some(item.to_string()),
-                        _ => None,
-                    })
-                    .collect();
+                let missing = missing(&report, layer, &z.name);
                 let name = if layer == Layer::Runtime {
                     "runtime"
                 } else {

@@ -320,7 +320,7 @@ mod duration_text {
 fn zone_decls(
     zones: &[ZoneFrag],
 ) -> Result<Vec<crate::core::firewall::ZoneDecl>, (String, String)> {
-    use crate::core::firewall::{check_name, check_source, ZoneDecl};
+    use crate::core::firewall::{check_interface, check_name, check_source, ZoneDecl};
     let mut out: Vec<ZoneDecl> = Vec::new();
     for (i, z) in zones.iter().enumerate() {
         let key = |f: &str| format!("firewalld.zone[{i}].{f}");
@@ -353,14 +353,27 @@ fn zone_decls(
             d.sources.push(v.clone());
         }
         for (j, v) in z.interfaces.iter().flatten().enumerate() {
-            if v.len() > 15 || v.contains('/') || v.chars().any(char::is_whitespace) || v.is_empty()
-            {
-                return Err((
-                    format!("{}[{j}]", key("interfaces")),
-                    format!("{v:?} is not an interface name (1-15 characters, no '/' or spaces)"),
-                ));
-            }
+            check_interface(v).map_err(|e| (format!("{}[{j}]", key("interfaces")), e))?;
             d.interfaces.push(v.clone());
+        }
+        // A source or interface is bound to one zone: declared in two, the agent would move it
+        // back and forth.
+        for (field, mine) in [("sources", &d.sources), ("interfaces", &d.interfaces)] {
+            for (j, v) in mine.iter().enumerate() {
+                let other = out.iter().find(|o| {
+                    if field == "sources" {
+                        o.sources.contains(v)
+                    } else {
+                        o.interfaces.contains(v)
+                    }
+                });
+                if let Some(o) = other {
+                    return Err((
+                        format!("{}[{j}]", key(field)),
+                        format!("{v:?} is also declared in zone {:?} (it can be bound to one zone only)", o.name),
+                    ));
+                }
+            }
         }
         out.push(d);
     }
@@ -1112,9 +1125,41 @@ impl Settings {
         }
     }
 
-    /// True on an OpenShift node as CONFIG.md defines it (the local half: the MCD's current config).
+    /// True on an OpenShift node as CONFIG.md defines it: the MCD's current config exists, or,
+    /// with a cluster configured, the daemon has seen the Node carry MCO's `currentConfig`
+    /// annotation (recorded by [`Settings::record_cluster_openshift`], so the CLI agrees with it).
     pub fn is_openshift_node(&self) -> bool {
         under_root(&self.root, "/etc/machine-config-daemon/currentconfig").exists()
+            || (!self.kubernetes.kubeconfig.is_empty() && self.cluster_openshift_marker().exists())
+    }
+
+    /// The directory of facts learned from the cluster (watched by the daemon: a change there
+    /// re-evaluates `auto` settings).
+    pub fn cluster_facts_dir(&self) -> PathBuf {
+        self.state_dir.join("cluster-facts")
+    }
+
+    /// Present while the Node carries MCO's `currentConfig` annotation.
+    pub fn cluster_openshift_marker(&self) -> PathBuf {
+        self.cluster_facts_dir().join("openshift-node")
+    }
+
+    /// Record what the cluster says about the Node's MCO annotation; true when that changed.
+    pub fn record_cluster_openshift(&self, annotated: bool) -> std::io::Result<bool> {
+        let marker = self.cluster_openshift_marker();
+        if marker.exists() == annotated {
+            return Ok(false);
+        }
+        if annotated {
+            std::fs::create_dir_all(self.cluster_facts_dir())?;
+            std::fs::write(
+                &marker,
+                "the Node carries machineconfiguration.openshift.io/currentConfig\n",
+            )?;
+        } else {
+            std::fs::remove_file(&marker)?;
+        }
+        Ok(true)
     }
 
     /// `mirrors.mode` with `auto` resolved.
@@ -1228,6 +1273,56 @@ mod tests {
             let e = check_fragment("f.toml", text).unwrap_err().to_string();
             assert!(e.starts_with("f.toml:") && e.contains(word), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn the_cluster_half_of_openshift_node_counts_only_with_a_cluster() {
+        let root = tempfile::tempdir().unwrap();
+        let mut s = Settings::from_fragments(root.path(), &[]).unwrap();
+        assert!(!s.is_openshift_node());
+        s.kubernetes.kubeconfig = "/etc/rhel-node-agent/kubeconfig".into();
+        assert!(s.record_cluster_openshift(true).unwrap(), "a change");
+        assert!(!s.record_cluster_openshift(true).unwrap(), "no change");
+        assert!(s.is_openshift_node());
+        assert_eq!(s.effective_mirror_mode(), MirrorMode::Verify);
+        let mut offline = s.clone();
+        offline.kubernetes.kubeconfig.clear();
+        assert!(
+            !offline.is_openshift_node(),
+            "a stale record without a cluster"
+        );
+        assert!(s.record_cluster_openshift(false).unwrap());
+        assert!(!s.is_openshift_node());
+        assert_eq!(s.effective_mirror_mode(), MirrorMode::InPlace);
+    }
+
+    #[test]
+    fn zone_declarations_are_checked_as_firewalld_would() {
+        let zone = |name: &str, field: &str, v: &str| {
+            format!("[[firewalld.zone]]\nname = \"{name}\"\n{field} = [\"{v}\"]\n")
+        };
+        for (text, key, word) in [
+            (
+                zone("public", "interfaces", "eth*"),
+                "firewalld.zone[0].interfaces[0]",
+                "not an interface name",
+            ),
+            (
+                zone("a", "interfaces", "eth1") + &zone("b", "interfaces", "eth1"),
+                "firewalld.zone[1].interfaces[0]",
+                "also declared in zone \"a\"",
+            ),
+            (
+                zone("a", "sources", "10.0.0.0/8") + &zone("b", "sources", "10.0.0.0/8"),
+                "firewalld.zone[1].sources[0]",
+                "also declared in zone \"a\"",
+            ),
+        ] {
+            let e = check_fragment("f.toml", &text).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(word), "{text}: {e}");
+        }
+        let ok = zone("a", "interfaces", "eth1") + &zone("b", "interfaces", "eth2");
+        assert!(check_fragment("f.toml", &ok).is_ok());
     }
 
     #[test]

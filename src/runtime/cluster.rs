@@ -173,6 +173,27 @@ impl ClusterService {
         }
     }
 
+    /// Read the Node's MCO annotation (the cluster half of "OpenShift node") and record it; the
+    /// daemon watches the record, so `auto` settings (firewalld.state, mirrors.mode) re-evaluate.
+    async fn learn_openshift(&self, c: &Cluster) -> Result<(), KubeError> {
+        let annotated = c.openshift_annotated().await?;
+        let s = self
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match s.record_cluster_openshift(annotated) {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!(rna_component = "cluster", node = %c.node, openshift = annotated, annotation = crate::adapters::kube::MCO_CURRENT_CONFIG, "the Node's MCO annotation changed: \"auto\" settings re-evaluated")
+            }
+            Err(e) => {
+                tracing::warn!(rna_component = "cluster", error = %e, path = %s.cluster_openshift_marker().display(), "cannot record whether the Node carries MCO's annotation")
+            }
+        }
+        Ok(())
+    }
+
     /// The connected cluster for the current settings (connecting when needed); `Ok(None)`
     /// offline.
     pub async fn client(&self) -> Result<Option<Cluster>, KubeError> {
@@ -263,6 +284,7 @@ impl ClusterService {
         if annotations_changed || condition_changed || due {
             c.report(&report, annotations_changed).await?;
             tracing::debug!(rna_component = "cluster", node = %c.node, annotations = annotations_changed, "node status written");
+            self.learn_openshift(&c).await?;
             *last = Some((report, Instant::now()));
         }
         loop {

@@ -57,6 +57,11 @@ pub struct FirewallService {
     /// One reconcile at a time (the watcher, the pre-upgrade built-in, `firewall apply` via the
     /// socket would otherwise race on the same unit).
     lock: tokio::sync::Mutex<Option<Desired>>,
+    /// A desired state firewalld rejected as a declaration (no such zone, service, ipset): not
+    /// retried on signals or the periodic verification (starting firewalld to validate it and
+    /// putting it back would echo as signals, forever); retried when the watcher is woken (the
+    /// configuration reloaded or changed, the upgrade window opened or closed).
+    held: Mutex<Option<Desired>>,
     /// Wakes the watcher: the desired state may have changed (settings, upgrade window).
     pub wake: Notify,
 }
@@ -112,6 +117,7 @@ impl FirewallService {
             status,
             metrics,
             lock: tokio::sync::Mutex::new(None),
+            held: Mutex::new(None),
             wake: Notify::new(),
         })
     }
@@ -187,10 +193,19 @@ impl FirewallService {
             _ => match systemd::connect(s.system_bus.as_deref()).await {
                 Ok(conn) => firewalld::reconcile(&conn, &desired, false)
                     .await
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| {
+                        if e.is_declaration() {
+                            *self.held.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(desired.clone());
+                        }
+                        e.to_string()
+                    }),
                 Err(e) => Err(e.to_string()),
             },
         };
+        if result.is_ok() {
+            *self.held.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         self.metrics
             .reconcile_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -204,12 +219,7 @@ impl FirewallService {
         self.metrics.reconciled("firewalld", outcome);
         match &result {
             Ok(r) => {
-                let before = r
-                    .unit_before
-                    .as_ref()
-                    .map(|u| u.short())
-                    .unwrap_or_default();
-                let after = r.unit_after.as_ref().map(|u| u.short()).unwrap_or_default();
+                let (before, after) = (r.before(), r.after());
                 let what = r.actions();
                 if drift {
                     self.metrics.firewalld_drifts.inc();
@@ -319,9 +329,17 @@ impl FirewallService {
                         }
                         None => break,
                     },
-                    _ = self.wake.notified() => "desired state changed".to_string(),
+                    _ = self.wake.notified() => {
+                        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        "desired state changed".to_string()
+                    }
                     _ = verify.tick() => "periodic verification".to_string(),
                 };
+                let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if held.is_some() && held == Some(self.desired()) {
+                    tracing::debug!(rna_component = "firewalld", trigger, "declaration rejected by firewalld: not retried until the configuration changes");
+                    continue;
+                }
                 let _ = self.reconcile(&trigger).await;
                 if matches!(self.desired(), Desired::Unmanaged { .. }) {
                     break;

@@ -81,6 +81,11 @@ fn watched_paths(s: &Settings, extra: Option<&Path>) -> Vec<PathBuf> {
         let _ = fs::create_dir_all(crate::adapters::cluster_policies::dir(&s.state_dir));
     }
     let mut v: Vec<PathBuf> = s.mirrors.policy_dirs.clone();
+    if !s.kubernetes.kubeconfig.is_empty() {
+        // What the cluster says about the Node ("OpenShift node"): `auto` settings follow it.
+        let _ = fs::create_dir_all(s.cluster_facts_dir());
+        v.push(s.cluster_facts_dir());
+    }
     if let Some(dir) = s.mirrors.registries_conf.parent() {
         v.push(dir.to_path_buf());
     }

@@ -93,6 +93,22 @@ pub fn check_name(what: &str, v: &str, max: usize) -> Result<(), String> {
     }
 }
 
+/// Check an interface name as firewalld and the kernel do: 1-15 characters, none of them
+/// whitespace, `/`, `!` or `*` (firewalld's `checkInterface` rejects those).
+pub fn check_interface(v: &str) -> Result<(), String> {
+    let bad = v.is_empty()
+        || v.len() > 15
+        || v.chars()
+            .any(|c| c.is_whitespace() || matches!(c, '/' | '!' | '*'));
+    if bad {
+        Err(format!(
+            "{v:?} is not an interface name (1-15 characters; no spaces, '/', '!' or '*')"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// Check a source: an IPv4/IPv6 address or network, a MAC address, or `ipset:NAME`.
 pub fn check_source(v: &str) -> Result<(), String> {
     if let Some(set) = v.strip_prefix("ipset:") {
@@ -315,6 +331,37 @@ pub fn unit_plan(obs: &UnitObserved, enabled: bool, mask: bool) -> Vec<UnitActio
     v
 }
 
+/// The actions that take back `done` (unit actions that went through, in order) when what followed
+/// them failed: stop what was started, undo unit file changes newest first, reload systemd, start
+/// what was stopped. Empty when nothing was done.
+pub fn unit_undo(done: &[UnitAction]) -> Vec<UnitAction> {
+    use UnitAction::*;
+    let files: Vec<UnitAction> = done
+        .iter()
+        .rev()
+        .filter_map(|a| match a {
+            Enable => Some(Disable),
+            Disable => Some(Enable),
+            Unmask => Some(Mask),
+            Mask => Some(Unmask),
+            Start | Stop | ReloadDaemon => None,
+        })
+        .collect();
+    let mut v = Vec::new();
+    if done.contains(&Start) {
+        v.push(Stop);
+    }
+    let reload = !files.is_empty();
+    v.extend(files);
+    if reload {
+        v.push(ReloadDaemon);
+    }
+    if done.contains(&Stop) {
+        v.push(Start);
+    }
+    v
+}
+
 /// What firewalld has in one zone (one configuration layer).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ZoneObserved {
@@ -326,6 +373,54 @@ pub struct ZoneObserved {
     pub sources: BTreeSet<String>,
     /// Interfaces.
     pub interfaces: BTreeSet<String>,
+}
+
+impl ZoneObserved {
+    /// `ports [8080/tcp]; services [ssh]; sources []; interfaces [eth1]`, for logs and status.
+    pub fn describe(&self) -> String {
+        fn list<T: std::fmt::Display>(v: impl Iterator<Item = T>) -> String {
+            v.map(|x| x.to_string()).collect::<Vec<_>>().join(" ")
+        }
+        format!(
+            "ports [{}]; services [{}]; sources [{}]; interfaces [{}]",
+            list(self.ports.iter()),
+            list(self.services.iter()),
+            list(self.sources.iter()),
+            list(self.interfaces.iter())
+        )
+    }
+}
+
+/// What `obs` holds in the parts of firewalld's configuration `changes` touch (the default zone,
+/// and each changed zone per layer), one line each: the `before` and `after` of a drift.
+pub fn describe_changed(changes: &[Change], obs: &FirewalldObserved) -> Vec<String> {
+    let mut seen: Vec<(Option<Layer>, &str)> = Vec::new();
+    for c in changes {
+        let k = match c {
+            Change::SetDefaultZone { .. } => (None, ""),
+            Change::Add { layer, zone, .. } | Change::Remove { layer, zone, .. } => {
+                (Some(*layer), zone.as_str())
+            }
+        };
+        if !seen.contains(&k) {
+            seen.push(k);
+        }
+    }
+    seen.into_iter()
+        .map(|(layer, zone)| {
+            let Some(layer) = layer else {
+                return format!("default zone {}", obs.default_zone);
+            };
+            let (side, name) = match layer {
+                Layer::Runtime => (&obs.runtime, "runtime"),
+                Layer::Permanent => (&obs.permanent, "permanent"),
+            };
+            match side.get(zone) {
+                Some(Some(z)) => format!("zone {zone} ({name}): {}", z.describe()),
+                _ => format!("zone {zone} ({name}): no such zone"),
+            }
+        })
+        .collect()
 }
 
 /// What firewalld has, in the zones the agent declares.
@@ -642,6 +737,71 @@ mod tests {
             ..UnitObserved::default()
         };
         assert!(unit_plan(&missing, false, true).is_empty());
+    }
+
+    #[test]
+    fn unit_undo_puts_the_unit_back() {
+        use UnitAction::*;
+        // Masked and stopped, brought up: put back to masked and stopped.
+        assert_eq!(
+            unit_undo(&[Unmask, Enable, ReloadDaemon, Start]),
+            vec![Stop, Disable, Mask, ReloadDaemon]
+        );
+        // Only part went through (the start failed): undo what did.
+        assert_eq!(
+            unit_undo(&[Unmask, Enable, ReloadDaemon]),
+            vec![Disable, Mask, ReloadDaemon]
+        );
+        assert_eq!(unit_undo(&[Start]), vec![Stop]);
+        assert_eq!(
+            unit_undo(&[Stop, Disable, ReloadDaemon]),
+            vec![Enable, ReloadDaemon, Start]
+        );
+        assert!(unit_undo(&[]).is_empty());
+    }
+
+    #[test]
+    fn interface_names() {
+        for ok in ["eth0", "ens3.100", "br-ex", "veth+"] {
+            assert!(check_interface(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a/b", "eth 0", "eth!", "eth*", "abcdefghijklmnop"] {
+            assert!(check_interface(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn drift_is_described_by_the_zone_settings_it_touched() {
+        let mut before = ZoneObserved::default();
+        before.services.insert("ssh".into());
+        let mut after = before.clone();
+        after.ports.insert(port("8080/tcp"));
+        let obs = |z: &ZoneObserved| FirewalldObserved {
+            default_zone: "public".into(),
+            runtime: [("public".to_string(), Some(z.clone()))].into(),
+            permanent: [("public".to_string(), Some(before.clone()))].into(),
+        };
+        let changes = vec![Change::Add {
+            layer: Layer::Runtime,
+            zone: "public".into(),
+            item: Item::Port(port("8080/tcp")),
+            key: "firewalld.zone[0].ports[0]".into(),
+        }];
+        assert_eq!(
+            describe_changed(&changes, &obs(&before)),
+            ["zone public (runtime): ports []; services [ssh]; sources []; interfaces []"]
+        );
+        assert_eq!(
+            describe_changed(&changes, &obs(&after)),
+            ["zone public (runtime): ports [8080/tcp]; services [ssh]; sources []; interfaces []"]
+        );
+        let dz = [Change::SetDefaultZone {
+            zone: "internal".into(),
+        }];
+        assert_eq!(
+            describe_changed(&dz, &obs(&before)),
+            ["default zone public"]
+        );
     }
 
     #[test]
