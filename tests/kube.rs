@@ -1,11 +1,19 @@
 //! The agent against a real kube-apiserver v1.20.2 + etcd on loopback (built and cached by
 //! tests/kube/get-kube.sh; scripts/test runs these in its `kube` stage with RNA_KUBE_BIN set). The
 //! agent authenticates as the ServiceAccount of deploy/rbac.yaml and gets exactly that RBAC: anything
-//! else is a 403. Covers: the node condition and annotations appear, and survive another writer's
-//! patches; heartbeats stay within one write a minute when idle; cordon/uncordon ownership (the
-//! agent lifts only its own cordon; someone else's uncordon clears the agent's record); a missing
-//! Node is reported, not fatal; offline mode; the MCO annotation on the Node makes `auto` settings
-//! (mirrors.mode, firewalld.state) treat the node as OpenShift, and its removal undoes that.
+//! else is a 403 (checked for several calls outside it). Covers: the node condition and
+//! annotations appear, and survive another writer's patches; an idle node is written only at the
+//! heartbeat (counted over a window: one write a minute with the default 60 s); the condition
+//! becomes Unknown on a graceful stop; PhaseStarted/PhaseSucceeded/PhaseFailed and MirrorsDrift
+//! Events; a refused token (401) is picked up again when the kubeconfig is rewritten, without a
+//! restart; cordon/uncordon ownership (the agent lifts only its own cordon; someone else's uncordon
+//! clears the agent's record) and the built-in cordon → drain → uncordon of the phases; drain with
+//! budgets, refusal and escalation; a missing Node and an API server that goes away are reported,
+//! not fatal; offline mode; Lease serialization across three agents, expiry of a dead holder,
+//! renewal, resume after a restart and release of a slot above the local `max_unavailable`;
+//! MachineHealthCheck pauses; mirror policies from the cluster; the MCO annotation on the Node
+//! makes `auto` settings (mirrors.mode, firewalld.state) treat the node as OpenShift, and its
+//! removal undoes that.
 
 use std::fs;
 use std::net::TcpListener;
@@ -15,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -332,10 +341,21 @@ where
 /// root (configuration paths are taken under --root). `extra` follows the kubeconfig key in the
 /// `[kubernetes]` table (and may open further tables); `prepare` writes more files into the root.
 fn kube_agent(kubeconfig: &Path, node: &str, extra: &str, prepare: impl FnOnce(&Path)) -> Daemon {
+    kube_agent_env(kubeconfig, node, extra, &[], prepare)
+}
+
+/// [`kube_agent`] with environment variables for the daemon (`RNA_TEST_LEASE_RENEW`).
+fn kube_agent_env(
+    kubeconfig: &Path,
+    node: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+    prepare: impl FnOnce(&Path),
+) -> Daemon {
     let config = format!(
         "[node]\nname = \"{node}\"\n[kubernetes]\nkubeconfig = \"/etc/rhel-node-agent/kubeconfig\"\n{extra}"
     );
-    Daemon::start_prepared(&config, None, &[], |root| {
+    Daemon::start_prepared(&config, None, env, |root| {
         fs::copy(kubeconfig, root.join("etc/rhel-node-agent/kubeconfig")).unwrap();
         prepare(root);
     })
@@ -938,10 +958,31 @@ async fn an_api_server_that_is_down_at_start_is_reported_and_picked_up_later() {
     .await;
 }
 
-/// An agent for `node` with hooks that record when its upgrade window starts and ends.
+/// The test-only renewal interval for agents with a short `lease_duration` (docs/development.md):
+/// the configuration refuses a Lease shorter than three renewals.
+const FAST_RENEW: (&str, &str) = ("RNA_TEST_LEASE_RENEW", "1s");
+
+/// The CLI with the test-only renewal interval (it validates the configuration too).
+fn cli_fast(d: &Daemon, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .env(FAST_RENEW.0, FAST_RENEW.1)
+        .arg("--root")
+        .arg(&d.root)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// An agent for `node` with hooks that record when its upgrade window starts and ends; a
+/// `lease` shorter than 90 s comes with the 1 s test renewal interval.
 fn slot_agent(kubeconfig: &Path, node: &str, marks: &Path, lease: &str) -> Daemon {
     let extra = format!("lease_duration = \"{lease}\"\n");
-    kube_agent(kubeconfig, node, &extra, |root| {
+    let env: &[(&str, &str)] = if lease.ends_with('m') {
+        &[]
+    } else {
+        &[FAST_RENEW]
+    };
+    kube_agent_env(kubeconfig, node, &extra, env, |root| {
         use std::os::unix::fs::PermissionsExt;
         for (phase, body) in [
             (
@@ -1032,13 +1073,19 @@ async fn leases_serialize_upgrades_across_nodes_and_an_expired_holder_is_replace
 
     // A holder that dies keeps its slot until the lease expires; then another node proceeds.
     let short = ["n1", "n2"].map(|n| slot_agent(&kc, n, &marks, "6s"));
-    let o = short[0].cli(&["phase", "run", "pre-cordon", "--upgrade-id", "dies"]);
+    let o = cli_fast(
+        &short[0],
+        &["phase", "run", "pre-cordon", "--upgrade-id", "dies"],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let [mut dying, other] = short;
     let _ = dying.child.kill();
     let _ = dying.child.wait();
     let t = Instant::now();
-    let o = other.cli(&["phase", "run", "pre-cordon", "--upgrade-id", "next"]);
+    let o = cli_fast(
+        &other,
+        &["phase", "run", "pre-cordon", "--upgrade-id", "next"],
+    );
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(
         o.status.success(),
@@ -1343,6 +1390,42 @@ fn firewalld_desired(d: &Daemon, bus: &PrivateBus) -> serde_json::Value {
     v["desired"].clone()
 }
 
+/// The slot Leases, as the admin.
+fn leases(admin: &kube::Client) -> Api<Lease> {
+    Api::namespaced(admin.clone(), "rhel-node-agent")
+}
+
+/// Slot `i`'s holder and renew time (as text), when the Lease exists.
+async fn slot(admin: &kube::Client, i: u32) -> Option<(Option<String>, String)> {
+    let l = leases(admin)
+        .get_opt(&format!("rhel-node-agent-slot-{i}"))
+        .await
+        .unwrap()?;
+    let spec = l.spec.unwrap_or_default();
+    Some((
+        spec.holder_identity,
+        serde_json::to_string(&spec.renew_time).unwrap(),
+    ))
+}
+
+/// An executable hook `10-<name>` for `phase` under the daemon's root.
+fn hook(root: &Path, phase: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = root.join(format!("etc/rhel-node-agent/hooks.d/{phase}.d"));
+    fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("10-test");
+    fs::write(&f, format!("#!/bin/sh\n{body}\n")).unwrap();
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "needs the cached kube-apiserver (scripts/test runs it in the kube stage)"]
 async fn the_mco_annotation_on_the_node_makes_auto_settings_treat_it_as_openshift() {
@@ -1399,4 +1482,419 @@ async fn the_mco_annotation_on_the_node_makes_auto_settings_treat_it_as_openshif
     })
     .await;
     assert_eq!(firewalld_desired(&d, &bus)["state"], "unmanaged");
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs the cached kube-apiserver (scripts/test runs it in the kube stage)"]
+async fn a_slot_above_the_local_maximum_is_renewed_resumed_after_a_restart_and_released() {
+    let server = ApiServer::start();
+    let admin = server.admin().await;
+    apply_rbac(&admin).await;
+    create_node(&admin, "hi").await;
+    // The ConfigMap allows 8 slots (the local max_unavailable stays 1); slots 0–5 are held by
+    // other nodes, so this node takes slot 6 — beyond the local 1 + margin of 4.
+    create_raw(
+        &admin,
+        "/api/v1/namespaces/rhel-node-agent/configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "upgrade"}, "data": {"maxUnavailable": "8"}}),
+    )
+    .await;
+    for i in 0..6 {
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        create_raw(
+            &admin,
+            "/apis/coordination.k8s.io/v1/namespaces/rhel-node-agent/leases",
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": format!("rhel-node-agent-slot-{i}")},
+                "spec": {"holderIdentity": format!("busy-{i}/u"), "leaseDurationSeconds": 3600,
+                         "acquireTime": now, "renewTime": now}}),
+        )
+        .await;
+    }
+    let kc = server.kubeconfig("agent", AGENT_TOKEN);
+    let first_run = server.dir.path().join("first-run");
+    let mut d = kube_agent_env(&kc, "hi", "", &[FAST_RENEW], |root| {
+        // The first pre-cordon sits in its hook (holding its slot) until the agent is killed.
+        hook(
+            root,
+            "pre-cordon",
+            &format!(
+                "[ -e {m} ] || {{ touch {m}; sleep 120; }}",
+                m = first_run.display()
+            ),
+        );
+    });
+    let mut first = Command::new(bin())
+        .arg("--root")
+        .arg(&d.root)
+        .args(["phase", "run", "pre-cordon", "--upgrade-id", "high"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("slot 6 taken by hi/high", 60, || async {
+        slot(&admin, 6).await.and_then(|s| s.0).as_deref() == Some("hi/high")
+    })
+    .await;
+    // Renewed while the upgrade is open (every second with the test interval; 30 s otherwise).
+    let renewed = slot(&admin, 6).await.unwrap().1;
+    eventually("slot 6 renewed", 20, || async {
+        slot(&admin, 6).await.unwrap().1 != renewed
+    })
+    .await;
+    assert!(slot(&admin, 7).await.is_none(), "one slot only");
+
+    // The agent dies mid-phase and comes back: the same holder resumes slot 6 at once, without
+    // waiting for its 30 min Lease to expire and without taking another slot.
+    d.kill9_and_restart();
+    let _ = first.kill();
+    let _ = first.wait();
+    let t = Instant::now();
+    let o = d.cli(&["phase", "run", "pre-cordon", "--upgrade-id", "high"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("holding upgrade slot rhel-node-agent-slot-6 of 8 as hi/high"),
+        "{out}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "resumed at once: {:?}",
+        t.elapsed()
+    );
+    assert!(slot(&admin, 7).await.is_none(), "no second slot taken");
+    for p in ["pre-upgrade", "pre-uncordon"] {
+        let o = d.cli(&["phase", "run", p]);
+        assert!(o.status.success(), "{p}: {}", stdout(&o));
+    }
+    let o = d.cli(&["phase", "run", "post-upgrade"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("released rhel-node-agent-slot-6"), "{out}");
+    assert_eq!(slot(&admin, 6).await.unwrap().0, None, "slot 6 given back");
+    for i in 0..6 {
+        assert_eq!(
+            slot(&admin, i).await.unwrap().0,
+            Some(format!("busy-{i}/u")),
+            "other nodes' slots are untouched"
+        );
+    }
+}
+
+/// A client with the agent's identity (exactly deploy/rbac.yaml).
+async fn client_of(kubeconfig: &Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The Events about `node`: (type, reason, message).
+async fn node_events(admin: &kube::Client, node: &str) -> Vec<(String, String, String)> {
+    use k8s_openapi::api::core::v1::Event;
+    Api::<Event>::namespaced(admin.clone(), "default")
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(node))
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs the cached kube-apiserver (scripts/test runs it in the kube stage)"]
+async fn a_refused_token_idle_writes_events_rbac_and_a_graceful_stop() {
+    let server = ApiServer::start();
+    let admin = server.admin().await;
+    apply_rbac(&admin).await;
+    create_node(&admin, "cred").await;
+    create_node(&admin, "drifted").await;
+
+    // A kubeconfig whose token the server refuses: reported as unauthorized, nothing written.
+    let wrong = server.kubeconfig("wrong", "not-the-agent-token");
+    let mut d = kube_agent(&wrong, "cred", "heartbeat = \"10s\"\n", |root| {
+        hook(root, "pre-cordon", "echo 'the hook fails' >&2; exit 4");
+    });
+    let status = |d: &Daemon| d.status()["cluster"].as_str().unwrap_or("").to_string();
+    eventually("the 401 to be reported", 30, || async {
+        status(&d).starts_with("unauthorized")
+    })
+    .await;
+    assert!(condition(&node(&admin, "cred").await).is_none());
+    // The token is rotated in the same file: picked up without a restart.
+    let good = server.kubeconfig("agent", AGENT_TOKEN);
+    common::write_atomically(
+        &d.root.join("etc/rhel-node-agent/kubeconfig"),
+        &fs::read_to_string(&good).unwrap(),
+    );
+    eventually("the condition written with the new token", 60, || async {
+        condition(&node(&admin, "cred").await).is_some_and(|c| c.status == "True")
+    })
+    .await;
+    eventually("the status to say connected", 30, || async {
+        status(&d).starts_with("connected")
+    })
+    .await;
+    eventually("the annotations", 30, || async {
+        ann(&node(&admin, "cred").await, "state").as_deref() == Some("Done")
+    })
+    .await;
+
+    // Idle: the Node is written at the heartbeat only (10 s here; the default 60 s makes it one
+    // write a minute). Every write changes its resourceVersion (no other writer runs here).
+    let mut versions = std::collections::BTreeSet::new();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(25) {
+        versions.insert(node(&admin, "cred").await.metadata.resource_version);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let writes = versions.len() - 1;
+    assert!(
+        (1..=3).contains(&writes),
+        "{writes} writes of an idle node in 25 s with a 10 s heartbeat"
+    );
+
+    // A failing phase: a PhaseFailed warning Event on the Node.
+    let o = d.cli(&["phase", "run", "pre-cordon", "--upgrade-id", "bad"]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    eventually("a PhaseFailed event", 30, || async {
+        node_events(&admin, "cred").await.iter().any(|(t, r, m)| {
+            t == "Warning" && r == "PhaseFailed" && m.contains("pre-cordon of upgrade bad failed")
+        })
+    })
+    .await;
+    let reasons: Vec<String> = node_events(&admin, "cred")
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert!(reasons.contains(&"PhaseStarted".to_string()), "{reasons:?}");
+
+    // Mirror drift (verify mode: registries.conf lacks what the policy asks): a MirrorsDrift Event.
+    let idms = "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata: {name: d}\nspec:\n  imageDigestMirrors:\n  - source: quay.io/ns\n    mirrors: [mirror.local/ns]\n";
+    let drifted = kube_agent(&good, "drifted", "[mirrors]\nmode = \"verify\"\n", |root| {
+        fs::write(
+            root.join("etc/rhel-node-agent/mirrors.d/10-idms.yaml"),
+            idms,
+        )
+        .unwrap();
+    });
+    eventually("a MirrorsDrift event", 30, || async {
+        node_events(&admin, "drifted")
+            .await
+            .iter()
+            .any(|(t, r, m)| t == "Warning" && r == "MirrorsDrift" && m.contains("quay.io/ns"))
+    })
+    .await;
+    drop(drifted);
+
+    // Exactly deploy/rbac.yaml: calls outside it are refused.
+    let agent = client_of(&good).await;
+    let forbidden = |r: Result<(), kube::Error>, what: &str| match r {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what}: expected 403, got {other:?}"),
+    };
+    forbidden(
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(agent.clone(), "rhel-node-agent")
+            .list(&Default::default())
+            .await
+            .map(|_| ()),
+        "list secrets",
+    );
+    forbidden(
+        Api::<Node>::all(agent.clone())
+            .list(&Default::default())
+            .await
+            .map(|_| ()),
+        "list nodes",
+    );
+    forbidden(
+        leases(&agent)
+            .delete("rhel-node-agent-slot-0", &Default::default())
+            .await
+            .map(|_| ()),
+        "delete a slot lease",
+    );
+    forbidden(
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(agent.clone(), "rhel-node-agent")
+            .patch(
+                "upgrade",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"data": {"maxUnavailable": "99"}})),
+            )
+            .await
+            .map(|_| ()),
+        "patch the upgrade configmap",
+    );
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "sneaky"},
+        "spec": {"containers": [{"name": "c", "image": "example.invalid/x:1"}]}}))
+    .unwrap();
+    forbidden(
+        Api::<k8s_openapi::api::core::v1::Pod>::namespaced(agent.clone(), "default")
+            .create(&PostParams::default(), &pod)
+            .await
+            .map(|_| ()),
+        "create a pod",
+    );
+
+    // A graceful stop leaves the condition Unknown (AgentStopped), not a stale True.
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let t = Instant::now();
+    loop {
+        if d.child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the daemon did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = condition(&node(&admin, "cred").await).unwrap();
+    assert_eq!(c.status, "Unknown", "{c:?}");
+    assert_eq!(c.reason.as_deref(), Some("AgentStopped"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs the cached kube-apiserver (scripts/test runs it in the kube stage)"]
+async fn the_builtin_cordon_drain_and_uncordon_run_in_the_phases() {
+    use k8s_openapi::api::core::v1::Pod;
+    let server = ApiServer::start();
+    let admin = server.admin().await;
+    apply_rbac(&admin).await;
+    create_node(&admin, "bi").await;
+    create_raw(
+        &admin,
+        "/api/v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "work"}}),
+    )
+    .await;
+    create_raw(
+        &admin,
+        "/api/v1/namespaces/work/serviceaccounts",
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+    )
+    .await;
+    let rs_owner = json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "00000000-0000-0000-0000-000000000001", "controller": true}]}});
+    let ds_owner = json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "ds", "uid": "00000000-0000-0000-0000-000000000002", "controller": true}], "labels": {"app": "ds"}}});
+    running_pod(&admin, "work", "web-1", "bi", rs_owner).await;
+    running_pod(&admin, "work", "ds-1", "bi", ds_owner).await;
+    let _kubelet = fake_kubelet(server.kubeconfig("kubelet", ADMIN_TOKEN));
+    let kc = server.kubeconfig("agent", AGENT_TOKEN);
+    let d = kube_agent(
+        &kc,
+        "bi",
+        "[upgrade]\nbuiltin_cordon_drain = true\n",
+        |_| {},
+    );
+    let run = |phase: &str| {
+        let o = d.cli(&["phase", "run", phase, "--upgrade-id", "b1"]);
+        let out = stdout(&o);
+        assert!(o.status.success(), "{phase}: {out}");
+        out
+    };
+    let out = run("pre-cordon");
+    assert!(out.contains("cordoned node bi (upgrade b1)"), "{out}");
+    assert!(out.contains("1 pod(s) evicted"), "{out}");
+    let n = node(&admin, "bi").await;
+    assert_eq!(n.spec.as_ref().unwrap().unschedulable, Some(true));
+    assert_eq!(ann(&n, "cordoned-by").as_deref(), Some("b1"));
+    let pods = Api::<Pod>::namespaced(admin.clone(), "work");
+    assert!(
+        pods.get_opt("web-1").await.unwrap().is_none(),
+        "evicted and gone"
+    );
+    assert!(
+        pods.get_opt("ds-1").await.unwrap().is_some(),
+        "the DaemonSet pod stays"
+    );
+    run("pre-upgrade");
+    assert_eq!(
+        node(&admin, "bi").await.spec.unwrap().unschedulable,
+        Some(true),
+        "still cordoned during the upgrade"
+    );
+    let out = run("pre-uncordon");
+    assert!(out.contains("uncordoned node bi"), "{out}");
+    let n = node(&admin, "bi").await;
+    assert_ne!(n.spec.as_ref().unwrap().unschedulable, Some(true));
+    assert_eq!(ann(&n, "cordoned-by"), None);
+    run("post-upgrade");
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs the cached kube-apiserver (scripts/test runs it in the kube stage)"]
+async fn machine_health_check_pauses_are_lifted_when_the_last_holder_died() {
+    let server = ApiServer::start();
+    let admin = server.admin().await;
+    apply_rbac(&admin).await;
+    register_mhc_crd(&admin).await;
+    apply_manifest(&admin, "deploy/rbac-mhc.yaml").await;
+    create_raw(
+        &admin,
+        "/apis/machine.openshift.io/v1beta1/namespaces/openshift-machine-api/machinehealthchecks",
+        json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "MachineHealthCheck",
+        "metadata": {"name": "workers"}, "spec": {"maxUnhealthy": "40%"}}),
+    )
+    .await;
+    create_raw(
+        &admin,
+        "/api/v1/namespaces/rhel-node-agent/configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "upgrade"}, "data": {"maxUnavailable": "2"}}),
+    )
+    .await;
+    for n in ["k1", "k2"] {
+        create_node(&admin, n).await;
+    }
+    let kc = server.kubeconfig("agent", AGENT_TOKEN);
+    let extra = "pause_machine_health_checks = true\nlease_duration = \"4s\"\n";
+    let agent = |node: &str| kube_agent_env(&kc, node, extra, &[FAST_RENEW], |_| {});
+    let (mut d1, d2) = (agent("k1"), agent("k2"));
+    let run = |d: &Daemon, phase: &str| {
+        let o = cli_fast(d, &["phase", "run", phase]);
+        let out = stdout(&o);
+        assert!(o.status.success(), "{phase}: {out}");
+        out
+    };
+    assert!(run(&d1, "pre-cordon").contains("paused MachineHealthCheck(s) workers"));
+    run(&d2, "pre-cordon");
+    for p in ["pre-upgrade", "pre-uncordon"] {
+        run(&d2, p);
+    }
+    let out = run(&d2, "post-upgrade");
+    assert!(
+        out.contains("stay paused: another node holds an upgrade slot"),
+        "{out}"
+    );
+    // k1 dies mid-upgrade: nobody finishes its post-upgrade. Once its Lease expires, the idle
+    // agent on k2 (which keeps checking while a pause of the agent's remains) lifts the pause.
+    let _ = d1.child.kill();
+    let _ = d1.child.wait();
+    eventually(
+        "the pause lifted after the dead holder's lease expired",
+        45,
+        || async {
+            let a = mhc_annotations(&admin, "workers").await;
+            !a.contains_key("cluster.x-k8s.io/paused")
+                && !a.contains_key(&format!("{PREFIX}/paused-mhc"))
+        },
+    )
+    .await;
+    drop(d2);
 }

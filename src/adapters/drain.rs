@@ -45,7 +45,7 @@ pub struct DrainReport {
     pub evicted: Vec<String>,
     /// Pods left on the node on purpose, with why (DaemonSet, mirror pod, finished).
     pub left: Vec<String>,
-    /// Pods deleted after the timeout (escalation).
+    /// Pods deleted after the timeout (escalation), and gone.
     pub deleted: Vec<String>,
     /// Pods a dry run would evict.
     pub would_evict: Vec<String>,
@@ -109,6 +109,51 @@ fn name_of(p: &Pod) -> String {
         p.metadata.name.as_deref().unwrap_or("")
     )
 }
+
+/// Whether a label selector (`metav1.LabelSelector` as JSON) selects a pod with `labels`:
+/// every `matchLabels` pair and every `matchExpressions` requirement (`In`, `NotIn`, `Exists`,
+/// `DoesNotExist`) must hold. A missing selector selects nothing; an empty one selects every pod
+/// when `empty_selects_all` (PodDisruptionBudget `policy/v1`), nothing otherwise (`policy/v1beta1`).
+/// An unknown operator selects nothing (the server rejects one anyway).
+pub fn selector_matches(
+    selector: &serde_json::Value,
+    labels: &BTreeMap<String, String>,
+    empty_selects_all: bool,
+) -> bool {
+    let Some(sel) = selector.as_object() else {
+        return false;
+    };
+    let match_labels = sel.get("matchLabels").and_then(|v| v.as_object());
+    let exprs = sel.get("matchExpressions").and_then(|v| v.as_array());
+    if match_labels.is_none_or(|m| m.is_empty()) && exprs.is_none_or(|e| e.is_empty()) {
+        return empty_selects_all;
+    }
+    let labels_ok = match_labels
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str());
+    let exprs_ok = exprs.into_iter().flatten().all(|e| {
+        let key = e["key"].as_str().unwrap_or("");
+        let values: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let have = labels.get(key).map(String::as_str);
+        match e["operator"].as_str().unwrap_or("") {
+            "In" => have.is_some_and(|h| values.contains(&h)),
+            "NotIn" => have.is_none_or(|h| !values.contains(&h)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
+/// How long, past the longest grace period, an escalated drain waits for the deleted pods to go.
+const ESCALATION_MARGIN: Duration = Duration::from_secs(30);
 
 /// `d` ± 25 %.
 fn jitter(d: Duration) -> Duration {
@@ -184,36 +229,106 @@ impl Cluster {
     }
 
     /// The PodDisruptionBudgets in the pod's namespace whose selector matches it (names only, for
-    /// messages), read through `group_version` — the one discovery found (PodDisruptionBudget and
-    /// Eviction move to policy/v1 together, in 1.21). Errors give an empty list.
-    async fn budgets_for(&self, p: &Pod, group_version: &str) -> Vec<String> {
+    /// messages; full label-selector semantics, [`selector_matches`]), read through
+    /// `group_version` — the one discovery found (PodDisruptionBudget and Eviction move to
+    /// policy/v1 together, in 1.21).
+    async fn budgets_for(&self, p: &Pod, group_version: &str) -> Result<Vec<String>, KubeError> {
         let ns = p.metadata.namespace.as_deref().unwrap_or("default");
         let labels: BTreeMap<String, String> = p.metadata.labels.clone().unwrap_or_default();
         let version = group_version.trim_start_matches("policy/");
-        let Ok(req) = http::Request::get(format!(
+        let what = format!("list poddisruptionbudgets in {ns}");
+        let req = http::Request::get(format!(
             "/apis/policy/{version}/namespaces/{ns}/poddisruptionbudgets"
         ))
-        .body(Vec::new()) else {
-            return Vec::new();
-        };
-        let Ok(v) = self.client().request::<serde_json::Value>(req).await else {
-            return Vec::new();
-        };
+        .body(Vec::new())
+        .map_err(|e| local_err(what.clone(), e))?;
+        let v = self
+            .client()
+            .request::<serde_json::Value>(req)
+            .await
+            .map_err(api_err(what))?;
         let mut out = Vec::new();
         for pdb in v["items"].as_array().into_iter().flatten() {
-            let sel = pdb["spec"]["selector"]["matchLabels"].as_object();
-            let matches = sel.is_some_and(|m| {
-                m.iter()
-                    .all(|(k, val)| labels.get(k).map(String::as_str) == val.as_str())
-            });
-            if matches {
+            if selector_matches(&pdb["spec"]["selector"], &labels, version == "v1") {
                 out.push(format!(
                     "{ns}/{}",
                     pdb["metadata"]["name"].as_str().unwrap_or("?")
                 ));
             }
         }
-        out
+        Ok(out)
+    }
+
+    /// Delete the pods eviction could not move (escalation after the timeout; each pod's grace
+    /// period honoured, its uid as a precondition so a replacement of the same name is never hit)
+    /// and wait — bounded by the longest grace period plus [`ESCALATION_MARGIN`] — until they are
+    /// gone. Returns the pods gone, and the failures (`pod: why`) for those that are not.
+    async fn escalate(&self, blocked: &[(Pod, String)]) -> (Vec<String>, Vec<String>) {
+        let mut gone = Vec::new();
+        let mut failed = Vec::new();
+        let mut deleting = Vec::new();
+        let mut grace = 0i64;
+        for (p, _) in blocked {
+            let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+            let name = p.metadata.name.as_deref().unwrap_or("");
+            let params = DeleteParams {
+                preconditions: p.metadata.uid.clone().map(|uid| kube::api::Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match Api::<Pod>::namespaced(self.client(), ns)
+                .delete(name, &params)
+                .await
+            {
+                Ok(_) => {
+                    grace = grace.max(
+                        p.spec
+                            .as_ref()
+                            .and_then(|s| s.termination_grace_period_seconds)
+                            .unwrap_or(30),
+                    );
+                    deleting.push(p);
+                }
+                // Gone already, or replaced by a new pod of the same name (uid precondition).
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => gone.push(name_of(p)),
+                Err(e) => failed.push(format!(
+                    "{}: delete failed: {}",
+                    name_of(p),
+                    api_err(format!("delete pod {ns}/{name}"))(e)
+                )),
+            }
+        }
+        let deadline =
+            Instant::now() + Duration::from_secs(grace.max(0) as u64) + ESCALATION_MARGIN;
+        while !deleting.is_empty() {
+            let mut left = Vec::new();
+            for p in deleting {
+                // A failed check is retried at the next poll.
+                if let Ok(true) = self.gone(p).await {
+                    gone.push(name_of(p));
+                } else {
+                    left.push(p);
+                }
+            }
+            deleting = left;
+            if deleting.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                for p in &deleting {
+                    failed.push(format!(
+                        "{}: deleted, but still terminating after {} s",
+                        name_of(p),
+                        (Duration::from_secs(grace.max(0) as u64) + ESCALATION_MARGIN).as_secs()
+                    ));
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        (gone, failed)
     }
 
     /// Drain this node.
@@ -265,28 +380,44 @@ impl Cluster {
             return Ok(report);
         }
         if o.escalate_after_timeout {
-            for (p, _) in &blocked {
-                let ns = p.metadata.namespace.as_deref().unwrap_or("default");
-                let name = p.metadata.name.as_deref().unwrap_or("");
-                let _ = Api::<Pod>::namespaced(self.client(), ns)
-                    .delete(name, &DeleteParams::default())
-                    .await;
-                report.deleted.push(name_of(p));
+            let (gone, failed) = self.escalate(&blocked).await;
+            report.deleted = gone;
+            if failed.is_empty() {
+                tracing::warn!(rna_component = "cluster", pods = %report.deleted.join(", "), "drain timed out; pods deleted (kubernetes.drain.escalate_after_timeout)");
+                return Ok(report);
             }
-            tracing::warn!(rna_component = "cluster", pods = %report.deleted.join(", "), "drain timed out; pods deleted (kubernetes.drain.escalate_after_timeout)");
-            return Ok(report);
+            tracing::error!(rna_component = "cluster", deleted = %report.deleted.join(", "), failed = %failed.join("; "), "drain timed out and escalation failed");
+            return Err(KubeError::Api {
+                what: format!(
+                    "drain of node {} timed out after {} s; deleting the pods left failed",
+                    self.node,
+                    o.timeout.as_secs()
+                ),
+                code: 0,
+                message: format!(
+                    "{}{}",
+                    failed.join("; "),
+                    if report.deleted.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (deleted and gone: {})", report.deleted.join(", "))
+                    }
+                ),
+            });
         }
         let mut parts = Vec::new();
         for (p, why) in &blocked {
-            let budgets = self.budgets_for(p, version).await;
-            parts.push(if budgets.is_empty() {
-                format!("{} ({why})", name_of(p))
-            } else {
-                format!(
+            parts.push(match self.budgets_for(p, version).await {
+                Ok(budgets) if budgets.is_empty() => format!("{} ({why})", name_of(p)),
+                Ok(budgets) => format!(
                     "{} (blocked by PodDisruptionBudget {}: {why})",
                     name_of(p),
                     budgets.join(", ")
-                )
+                ),
+                Err(e) => format!(
+                    "{} ({why}; the PodDisruptionBudgets could not be listed: {e})",
+                    name_of(p)
+                ),
             });
         }
         Err(KubeError::Api {
@@ -385,5 +516,42 @@ mod tests {
             PodClass::Refuse(_)
         ));
         assert_eq!(classify(&pod(ed), false, true), PodClass::Evict);
+    }
+
+    #[test]
+    fn budget_selectors_follow_label_selector_semantics() {
+        let labels: BTreeMap<String, String> = [("app", "web"), ("tier", "front")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let m = |sel: serde_json::Value| selector_matches(&sel, &labels, true);
+        assert!(m(json!({"matchLabels": {"app": "web"}})));
+        assert!(!m(json!({"matchLabels": {"app": "web", "tier": "back"}})));
+        let expr = |op: &str, values: serde_json::Value| json!({"matchExpressions": [{"key": "tier", "operator": op, "values": values}]});
+        assert!(m(expr("In", json!(["front", "back"]))));
+        assert!(!m(expr("In", json!(["back"]))));
+        assert!(m(expr("NotIn", json!(["back"]))));
+        assert!(!m(expr("NotIn", json!(["front"]))));
+        assert!(m(expr("Exists", json!(null))));
+        assert!(!m(expr("DoesNotExist", json!(null))));
+        assert!(
+            !m(expr("Gt", json!(["1"]))),
+            "unknown operators select nothing"
+        );
+        // A key the pod lacks: NotIn and DoesNotExist hold, In and Exists do not.
+        let other = |op: &str| {
+            m(json!({"matchExpressions": [{"key": "zone", "operator": op, "values": ["a"]}]}))
+        };
+        assert!(other("NotIn") && other("DoesNotExist"));
+        assert!(!other("In") && !other("Exists"));
+        // matchLabels and matchExpressions must both hold.
+        assert!(!m(json!({"matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["back"]}]})));
+        assert!(m(json!({"matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "Exists"}]})));
+        // Empty selector: every pod in policy/v1, none in policy/v1beta1; missing: none.
+        assert!(selector_matches(&json!({}), &labels, true));
+        assert!(!selector_matches(&json!({}), &labels, false));
+        assert!(!selector_matches(&serde_json::Value::Null, &labels, true));
     }
 }

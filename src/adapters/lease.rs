@@ -15,6 +15,21 @@ use kube::api::{Api, PostParams};
 
 use super::kube::{api_err, Cluster, KubeError};
 
+/// How many Leases past the effective `max_unavailable` the agent still looks at when renewing,
+/// releasing or checking slots: the value may have been lowered while a slot was held.
+pub const SLOT_MARGIN: u32 = 4;
+
+/// How often the slot of an open upgrade is renewed: every 30 s. The environment variable
+/// `RNA_TEST_LEASE_RENEW` (a duration such as `1s`) shortens it for the integration tests only —
+/// it is deliberately not a configuration key (docs/development.md).
+pub fn renew_interval() -> Duration {
+    std::env::var("RNA_TEST_LEASE_RENEW")
+        .ok()
+        .and_then(|v| crate::config::parse_duration(&v).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(30))
+}
+
 /// The Lease name of slot `i`.
 pub fn slot_name(i: u32) -> String {
     format!("rhel-node-agent-slot-{i}")
@@ -67,6 +82,14 @@ impl Cluster {
             .unwrap_or(fallback))
     }
 
+    /// How many slot Leases exist at most: the effective `max_unavailable` (the ConfigMap's, which
+    /// `try_slot` uses, or `local` when it is absent — whichever is larger) plus [`SLOT_MARGIN`].
+    /// Renewal, release and the "any slot held" check must cover every slot `try_slot` can take.
+    pub async fn slot_range(&self, ns: &str, local: u32) -> Result<u32, KubeError> {
+        let effective = self.max_unavailable(ns, local).await?;
+        Ok(effective.max(local).max(1) + SLOT_MARGIN)
+    }
+
     /// Try once to hold a slot for `identity`.
     pub async fn try_slot(
         &self,
@@ -78,8 +101,9 @@ impl Cluster {
         let api = self.leases(ns);
         let secs = duration.as_secs().min(i32::MAX as u64) as i32;
         let mut holders = Vec::new();
-        // Resume a slot this identity already holds (after a restart or the upgrade's reboot).
-        for i in 0..slots {
+        // Resume a slot this identity already holds (after a restart or the upgrade's reboot),
+        // also one above `slots` taken before the ConfigMap was lowered.
+        for i in 0..slots.max(1) + SLOT_MARGIN {
             let name = slot_name(i);
             if let Some(l) = api
                 .get_opt(&name)
@@ -195,17 +219,17 @@ impl Cluster {
         })
     }
 
-    /// The slots `identity_prefix` (`<node>/`) holds: `(slot, identity)`.
+    /// The slots `identity_prefix` (`<node>/`) holds: `(slot, identity)`, looking at every slot
+    /// of [`Cluster::slot_range`] (`local` is `kubernetes.max_unavailable`).
     pub async fn held_slots(
         &self,
         ns: &str,
         identity_prefix: &str,
-        slots: u32,
+        local: u32,
     ) -> Result<Vec<(u32, String)>, KubeError> {
         let api = self.leases(ns);
         let mut out = Vec::new();
-        // Look a little past max_unavailable: it may have been lowered while a slot was held.
-        for i in 0..slots.max(1) + 4 {
+        for i in 0..self.slot_range(ns, local).await? {
             let name = slot_name(i);
             if let Some(l) = api
                 .get_opt(&name)
@@ -222,11 +246,12 @@ impl Cluster {
         Ok(out)
     }
 
-    /// True when any node holds a slot that has not expired.
-    pub async fn any_slot_held(&self, ns: &str, slots: u32) -> Result<bool, KubeError> {
+    /// True when any node holds a slot that has not expired, looking at every slot of
+    /// [`Cluster::slot_range`] (`local` is `kubernetes.max_unavailable`).
+    pub async fn any_slot_held(&self, ns: &str, local: u32) -> Result<bool, KubeError> {
         let api = self.leases(ns);
         let now = k8s_openapi::jiff::Timestamp::now();
-        for i in 0..slots.max(1) + 4 {
+        for i in 0..self.slot_range(ns, local).await? {
             let name = slot_name(i);
             if let Some(l) = api
                 .get_opt(&name)

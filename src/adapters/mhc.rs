@@ -67,6 +67,24 @@ impl Cluster {
         Ok(paused)
     }
 
+    /// The MachineHealthChecks carrying a pause the agent added (any node's): while there are
+    /// some, an idle agent keeps checking whether the last slot went, so a holder that died
+    /// does not leave them paused for good.
+    pub async fn agent_paused_mhcs(&self) -> Result<Vec<String>, KubeError> {
+        Ok(self
+            .mhcs()
+            .await?
+            .iter()
+            .filter(|m| m["metadata"]["annotations"].get(self.marker()).is_some())
+            .map(|m| {
+                m["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect())
+    }
+
     /// Remove the pauses the agent added (never someone else's). The caller checks that no node
     /// holds a slot. Returns the names unpaused.
     pub async fn unpause_mhcs(&self) -> Result<Vec<String>, KubeError> {

@@ -388,6 +388,9 @@ fn invalid_at(file: &str, key: &str, message: String) -> ConfigError {
     }
 }
 
+/// `kubernetes.lease_duration` must cover this many renewal intervals (30 s each): 90 s at least.
+pub const LEASE_RENEWALS: u32 = 3;
+
 /// Parse `"30s"`, `"10m"`, `"1h30m"`, `"500ms"`, `"2d"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
@@ -945,6 +948,20 @@ impl Settings {
         if let Some(v) = kube.lease_duration {
             k.lease_duration =
                 parse_duration(&v).map_err(|e| invalid("kubernetes.lease_duration", e))?;
+            // A Lease renewed every 30 s must survive a missed renewal or two (a slow API server,
+            // a restart): shorter, another node could take the slot of an upgrade in progress.
+            let renew = crate::adapters::lease::renew_interval();
+            let floor = renew * LEASE_RENEWALS;
+            if k.lease_duration < floor {
+                return Err(invalid(
+                    "kubernetes.lease_duration",
+                    format!(
+                        "{v:?} is too short: the slot Lease is renewed every {} s, so it must last at least {} s ({LEASE_RENEWALS} renewals); the default is \"30m\"",
+                        renew.as_secs_f64(),
+                        floor.as_secs_f64()
+                    ),
+                ));
+            }
         }
         if let Some(v) = kube.max_unavailable {
             if v == 0 {
@@ -1235,6 +1252,18 @@ mod tests {
             e.contains("30-broken.toml:2:") && e.contains("bogus"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_slot_lease_outlives_several_renewals() {
+        let e = check_fragment("f.toml", "[kubernetes]\nlease_duration = \"45s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("kubernetes.lease_duration") && e.contains("renewed every 30 s"),
+            "{e}"
+        );
+        check_fragment("f.toml", "[kubernetes]\nlease_duration = \"90s\"\n").unwrap();
     }
 
     #[test]

@@ -22,6 +22,10 @@ const TICK: Duration = Duration::from_secs(5);
 /// How often the agent checks that a cordon it made was not lifted by someone else.
 const OWNERSHIP_CHECK: Duration = Duration::from_secs(30);
 
+/// How long a graceful stop waits for the API server to take the `Unknown` condition: an
+/// unreachable server must not hold up the stop (systemd's stop timeout is longer).
+const STOP_REPORT: Duration = Duration::from_secs(5);
+
 /// The component.
 pub struct ClusterService {
     settings: Arc<Mutex<Settings>>,
@@ -34,8 +38,11 @@ pub struct ClusterService {
     /// Events waiting to be posted: (warning, reason, message). Bounded: an unreachable API
     /// server does not make the daemon grow.
     events: Mutex<std::collections::VecDeque<(bool, String, String)>>,
-    /// No upgrade is open and the slots were already checked for leftovers.
+    /// No upgrade is open, the slots were already checked for leftovers, and no
+    /// MachineHealthCheck pause of the agent's waits for another node's slot.
     idle_checked: Mutex<bool>,
+    /// The mirror differences last announced with a `MirrorsDrift` Event (empty: none).
+    last_drift: Mutex<Vec<String>>,
     /// Wakes the cluster-policies feed (settings changed).
     pub policies_wake: tokio::sync::Notify,
 }
@@ -140,6 +147,7 @@ impl ClusterService {
             wake: tokio::sync::Notify::new(),
             events: Mutex::new(std::collections::VecDeque::new()),
             idle_checked: Mutex::new(false),
+            last_drift: Mutex::new(Vec::new()),
             policies_wake: tokio::sync::Notify::new(),
         })
     }
@@ -163,6 +171,35 @@ impl ClusterService {
         q.push_back((warning, reason.to_string(), message.to_string()));
         drop(q);
         self.wake.notify_one();
+    }
+
+    /// The upgrade record changed (a phase started or ended, a reset): look at the slots again at
+    /// the next slot check even when idle. An upgrade can open and close between two checks;
+    /// without this, a MachineHealthCheck pause its post-upgrade had to leave would never be
+    /// looked at again.
+    pub fn recheck_slots(&self) {
+        *self.idle_checked.lock().unwrap_or_else(|p| p.into_inner()) = false;
+    }
+
+    /// Announce mirror drift (verify mode: the effective registries configuration differs from the
+    /// policies) with a `MirrorsDrift` warning Event — once when it appears or its differences
+    /// change, not on every resync, so an idle drifted node does not flood the Events.
+    pub fn mirrors_drift(&self, differences: Vec<String>) {
+        let mut last = self.last_drift.lock().unwrap_or_else(|p| p.into_inner());
+        if *last == differences {
+            return;
+        }
+        *last = differences;
+        if last.is_empty() {
+            return;
+        }
+        let message = format!(
+            "registries configuration differs from the mirror policies ({} difference(s)): {}",
+            last.len(),
+            last.join("; ")
+        );
+        drop(last);
+        self.event(true, "MirrorsDrift", &message);
     }
 
     /// Set the `cluster` line of the status.
@@ -208,8 +245,19 @@ impl ClusterService {
             return Ok(None);
         }
         let node = super::phases::node_name(&s);
+        // The kubeconfig's content is part of the key: a rotated token (or any other edit) is
+        // picked up at the next round, without a restart.
+        let fingerprint = std::fs::read(&s.kubernetes.kubeconfig)
+            .map(|b| {
+                Sha256::digest(&b)
+                    .iter()
+                    .take(16)
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<String>()
+            })
+            .unwrap_or_default();
         let key = format!(
-            "{}|{node}|{}",
+            "{}|{fingerprint}|{node}|{}",
             s.kubernetes.kubeconfig, s.kubernetes.annotation_prefix
         );
         if let Some((k, c)) = guard.as_ref() {
@@ -222,12 +270,59 @@ impl ClusterService {
         Ok(c)
     }
 
+    /// Drop the connection after the server refused its credentials (401): the next round
+    /// connects again from the kubeconfig (a token file rotated in place is read again).
+    pub async fn forget_client(&self) {
+        *self.cluster.lock().await = None;
+    }
+
+    /// The daemon is stopping gracefully: the condition becomes `Unknown` (reason
+    /// `AgentStopped`), so the Node does not keep a `True` that nothing stands behind any more.
+    /// Bounded by [`STOP_REPORT`]; offline or unreachable, it is only logged. Call it after the
+    /// loop was stopped, so no round writes `True` again.
+    pub async fn stopped(&self) {
+        let write = async {
+            let Some(c) = self.client().await? else {
+                return Ok(false);
+            };
+            let report = NodeReport {
+                status: "Unknown".into(),
+                reason: "AgentStopped".into(),
+                message:
+                    "rhel-node-agent stopped; nothing reports this node's state until it runs again"
+                        .into(),
+                annotations: Vec::new(),
+            };
+            c.report(&report, false).await.map(|()| true)
+        };
+        match tokio::time::timeout(STOP_REPORT, write).await {
+            Ok(Ok(true)) => {
+                tracing::info!(
+                    rna_component = "cluster",
+                    reason = "AgentStopped",
+                    "node condition set to unknown"
+                )
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(rna_component = "cluster", error = %e, "could not set the node condition to unknown on stop")
+            }
+            Err(_) => {
+                tracing::warn!(rna_component = "cluster", timeout_s = STOP_REPORT.as_secs(), "could not set the node condition to unknown on stop: the api server did not answer in time")
+            }
+        }
+    }
+
     /// Write the Node when the facts changed or the heartbeat is due; keep the ownership of a
     /// cordon honest. Runs until the daemon stops.
     pub async fn run(self: Arc<Self>) {
         let mut last: Option<(NodeReport, Instant)> = None;
-        let mut last_check = Instant::now() - OWNERSHIP_CHECK;
+        let mut checks = Checks {
+            ownership: Instant::now() - OWNERSHIP_CHECK,
+            slots: None,
+        };
         let mut backoff = Duration::from_secs(1);
+        let renew = crate::adapters::lease::renew_interval();
         loop {
             let heartbeat = self
                 .settings
@@ -235,16 +330,22 @@ impl ClusterService {
                 .unwrap_or_else(|p| p.into_inner())
                 .kubernetes
                 .heartbeat;
-            let wait = match self.once(&mut last, &mut last_check, heartbeat).await {
+            let wait = match self.once(&mut last, &mut checks, heartbeat, renew).await {
                 Ok(()) => {
                     backoff = Duration::from_secs(1);
-                    TICK.min(heartbeat)
+                    TICK.min(heartbeat).min(renew)
                 }
                 Err(e) => {
                     let line = match &e {
                         KubeError::NoNode(n) => format!("node {n} not found in the cluster"),
+                        other if other.code() == 401 => format!(
+                            "unauthorized: {other} (the kubeconfig's credentials were refused; it is read again at the next try)"
+                        ),
                         other => format!("unreachable: {other}"),
                     };
+                    if e.code() == 401 {
+                        self.forget_client().await;
+                    }
                     tracing::warn!(rna_component = "cluster", error = %e, retry_in_s = backoff.as_secs(), "cluster report failed");
                     self.set_status(&line);
                     let w = jitter(backoff);
@@ -262,8 +363,9 @@ impl ClusterService {
     async fn once(
         &self,
         last: &mut Option<(NodeReport, Instant)>,
-        last_check: &mut Instant,
+        checks: &mut Checks,
         heartbeat: Duration,
+        renew: Duration,
     ) -> Result<(), KubeError> {
         let Some(c) = self.client().await? else {
             self.set_status("not configured (offline: no kubernetes.kubeconfig)");
@@ -305,9 +407,12 @@ impl ClusterService {
                 return Err(e);
             }
         }
-        if last_check.elapsed() >= OWNERSHIP_CHECK {
-            *last_check = Instant::now();
+        if checks.slots.is_none_or(|t| t.elapsed() >= renew) {
+            checks.slots = Some(Instant::now());
             self.keep_slot(&c).await?;
+        }
+        if checks.ownership.elapsed() >= OWNERSHIP_CHECK {
+            checks.ownership = Instant::now();
             if c.forget_foreign_uncordon().await? {
                 tracing::info!(rna_component = "cluster", node = %c.node, "someone else uncordoned the node; the agent's cordon record is cleared");
             }
@@ -324,8 +429,10 @@ impl ClusterService {
         Ok(())
     }
 
-    /// Renew the slot of the open upgrade (every 30 s; a restart or reboot resumes it), and give
-    /// back any slot this node holds when no upgrade is open (after post-upgrade or a reset).
+    /// Renew the slot of the open upgrade (every [`renew_interval`](crate::adapters::lease::renew_interval);
+    /// a restart or reboot resumes it), and give back any slot this node holds when no upgrade is
+    /// open (after post-upgrade or a reset). Every slot `try_slot` can take is looked at (the
+    /// ConfigMap's `maxUnavailable` may exceed the local one).
     async fn keep_slot(&self, c: &Cluster) -> Result<(), KubeError> {
         let s = self
             .settings
@@ -335,7 +442,9 @@ impl ClusterService {
         let k = &s.kubernetes;
         let (open_id, _, _, open) = self.phases.node_facts();
         // Idle API traffic: with no upgrade open, look for a slot to give back only once (after
-        // start, or after the upgrade closed); then not again until an upgrade opens.
+        // start, or after the upgrade closed); then not again until an upgrade opens — unless a
+        // MachineHealthCheck pause of the agent's waits for another node's slot (whose holder
+        // may have died): then again every round, until the pause is gone.
         if !open && *self.idle_checked.lock().unwrap_or_else(|p| p.into_inner()) {
             return Ok(());
         }
@@ -361,13 +470,23 @@ impl ClusterService {
                 self.set_status(&format!("connected (node {})", c.node));
             }
         }
+        let mut settled = !open;
         if !open && k.pause_machine_health_checks {
-            let m = unpause_when_idle(c, k).await?;
+            let (waiting, m) = unpause_when_idle(c, k).await?;
             tracing::debug!(rna_component = "cluster", result = %m, "machinehealthcheck pauses checked");
+            settled = !waiting;
         }
-        *self.idle_checked.lock().unwrap_or_else(|p| p.into_inner()) = !open;
+        *self.idle_checked.lock().unwrap_or_else(|p| p.into_inner()) = settled;
         Ok(())
     }
+}
+
+/// When the periodic checks of [`ClusterService::run`] last ran.
+struct Checks {
+    /// A cordon the agent made still stands.
+    ownership: Instant,
+    /// The slots (renewal, leftovers, MachineHealthCheck pauses); `None` before the first.
+    slots: Option<Instant>,
 }
 
 /// Keep the generated cluster-policies file current while `kubernetes.watch_cluster_policies` is
@@ -431,22 +550,36 @@ pub async fn feed_cluster_policies(svc: Arc<ClusterService>) {
 }
 
 /// Remove the agent's MachineHealthCheck pauses when no node holds an upgrade slot any more;
-/// otherwise leave them for the last node to finish. Returns what was done.
+/// otherwise leave them for the last node to finish. Returns whether pauses of the agent's stay
+/// (a slot is still held: look again later — its holder may die instead of finishing), and what
+/// was done.
 pub async fn unpause_when_idle(
     c: &Cluster,
     k: &crate::config::KubernetesSettings,
-) -> Result<String, KubeError> {
+) -> Result<(bool, String), KubeError> {
+    if c.agent_paused_mhcs().await?.is_empty() {
+        return Ok((false, "no MachineHealthCheck paused by the agent".into()));
+    }
     if c.any_slot_held(&k.lease_namespace, k.max_unavailable)
         .await?
     {
-        return Ok("MachineHealthChecks stay paused: another node holds an upgrade slot".into());
+        return Ok((
+            true,
+            "MachineHealthChecks stay paused: another node holds an upgrade slot".into(),
+        ));
     }
     let names = c.unpause_mhcs().await?;
-    Ok(if names.is_empty() {
-        "no MachineHealthCheck paused by the agent".into()
-    } else {
-        format!("unpaused MachineHealthCheck(s) {}", names.join(", "))
-    })
+    if !names.is_empty() {
+        tracing::info!(rna_component = "cluster", machinehealthchecks = %names.join(", "), "machinehealthcheck pauses removed: no node holds an upgrade slot");
+    }
+    Ok((
+        false,
+        if names.is_empty() {
+            "no MachineHealthCheck paused by the agent".into()
+        } else {
+            format!("unpaused MachineHealthCheck(s) {}", names.join(", "))
+        },
+    ))
 }
 
 /// `d` ± 20 %, so nodes that lost the API server at the same moment do not retry in step.
@@ -457,4 +590,27 @@ fn jitter(d: Duration) -> Duration {
         .unwrap_or(0);
     let f = 0.8 + (nanos % 400) as f64 / 1000.0;
     d.mul_f64(f)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_node_name_is_the_lower_cased_host_name() {
+        let root = tempfile::tempdir().unwrap();
+        let mut s = crate::config::Settings::defaults(root.path());
+        assert!(s.node_name.is_empty());
+        let out = std::process::Command::new("uname")
+            .arg("-n")
+            .output()
+            .unwrap();
+        let uname = String::from_utf8(out.stdout).unwrap().trim().to_lowercase();
+        assert!(!uname.is_empty());
+        assert_eq!(super::super::phases::node_name(&s), uname);
+        s.node_name = "Worker-1.Example".into();
+        assert_eq!(
+            super::super::phases::node_name(&s),
+            "Worker-1.Example",
+            "[node] name is used as written"
+        );
+    }
 }

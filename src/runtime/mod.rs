@@ -291,6 +291,22 @@ async fn reload_after_change(
     Err(reason)
 }
 
+/// The differences verify mode found (`scope: what`), for the `MirrorsDrift` Event; empty when
+/// there are none, outside verify mode, or when the reconcile failed (reported otherwise).
+fn drift_of(result: &Result<ApplyReport, String>) -> Vec<String> {
+    result
+        .as_ref()
+        .ok()
+        .and_then(|r| r.verify.as_ref())
+        .map(|v| {
+            v.differences
+                .iter()
+                .map(|d| format!("{}: {}", d.scope, d.message))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// One reconcile of the mirror component, run off the async thread (file I/O and parsing).
 async fn reconcile(
     s: &Settings,
@@ -581,6 +597,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             st.record(&first);
             st.status_line()
         };
+        cluster_svc.mirrors_drift(drift_of(&first));
         sdnotify::ready(&line);
         tracing::info!(rna_component = "daemon", socket = %socket_path.display(), status = %line, "rhel-node-agent daemon ready");
         if reload_state.pending {
@@ -685,6 +702,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 st.status_line()
             };
             sdnotify::status(&line);
+            cluster_svc.mirrors_drift(drift_of(&result));
             if let Some(req) = reply {
                 let _ = req.reply.send(report_json(&result));
             }
@@ -695,6 +713,10 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         firewall_task.abort();
         cluster_task.abort();
         policies_task.abort();
+        // The loop is gone (it would write True again): the condition says Unknown now.
+        let _ = cluster_task.await;
+        let _ = policies_task.await;
+        cluster_svc.stopped().await;
         let _ = stop_tx.send(true);
         let _ = server.await;
         if let Some(m) = metrics_server {

@@ -350,6 +350,7 @@ impl PhaseService {
             }
         }
         if let Some(c) = self.cluster() {
+            c.recheck_slots();
             c.wake.notify_one();
         }
         let line = match self.broken() {
@@ -1098,8 +1099,11 @@ impl PhaseCtx {
         match b {
             Builtin::AcquireSlot => return self.acquire_slot(&svc, &c, &identity).await,
             Builtin::ReleaseSlot => {
-                let slots = k.max_unavailable.max(1);
-                return match c.held_slots(&k.lease_namespace, &identity, slots).await {
+                // Every slot try_slot can take (the ConfigMap's maxUnavailable), not the local one.
+                return match c
+                    .held_slots(&k.lease_namespace, &identity, k.max_unavailable)
+                    .await
+                {
                     Ok(held) => {
                         let mut freed = Vec::new();
                         for (i, h) in held.iter().filter(|(_, h)| *h == identity) {
@@ -1116,7 +1120,7 @@ impl PhaseCtx {
                         };
                         if k.pause_machine_health_checks {
                             match super::cluster::unpause_when_idle(&c, k).await {
-                                Ok(m) => msg.push_str(&format!("; {m}")),
+                                Ok((_, m)) => msg.push_str(&format!("; {m}")),
                                 Err(e) => return BuiltinOutcome::Failed(format!("{msg}; {e}")),
                             }
                         }
@@ -1179,6 +1183,8 @@ impl PhaseCtx {
     ) -> BuiltinOutcome {
         use crate::adapters::lease::{slot_name, SlotTry};
         let k = &self.s.kubernetes;
+        // Replaced after a 401: a token rotated while the phase waits is picked up.
+        let mut c = c.clone();
         let mut said = String::new();
         let mut backoff = std::time::Duration::from_secs(1);
         let mut forbidden_since: Option<std::time::Instant> = None;
@@ -1261,6 +1267,12 @@ impl PhaseCtx {
                         "waiting for the API server to take an upgrade slot: {e}"
                     ));
                     backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                    if e.code() == 401 {
+                        svc.forget_client().await;
+                        if let Ok(Some(fresh)) = svc.client().await {
+                            c = fresh;
+                        }
+                    }
                 }
             }
             tokio::time::sleep(backoff).await;
