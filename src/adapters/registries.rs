@@ -391,14 +391,15 @@ pub fn apply_mirrors_cached(
         }
     }
     let mut next_state: Option<CacheState> = None;
-    // The state describing the text on disk, kept for a dry run or a held change (the update
-    // below moves the cached state forward).
+    // The state describing the text on disk when nothing is written: the update below moves the
+    // cached state forward, so a dry run keeps a copy of it. A held change keeps none (copying the
+    // state on every reconcile would cost more than the full path a held change takes anyway).
     let mut unchanged_state: Option<CacheState> = None;
     let mut incremental = false;
     let mut out: Option<Rendered> = None;
     if let Some(mut st) = kept {
         if let Some(sets) = parse_per_file(&policy_files, &stamps, &st.files) {
-            let before = (req.dry_run || req.hold_unsafe).then(|| st.prepared.clone());
+            let before = req.dry_run.then(|| st.prepared.clone());
             if let Some(upd) = st.prepared.update(&sets, &opts) {
                 incremental = true;
                 report.incremental = true;

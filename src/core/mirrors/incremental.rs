@@ -5,7 +5,7 @@
 //! again.
 //!
 //! The result must be exactly what a full apply of the same inputs to the kept text produces (bytes,
-//! drain verdict, summary, warnings); `tests/incremental.rs` checks that on random inputs. Whenever
+//! drain verdict, summary, warnings); `tests/properties.rs` checks that on random inputs. Whenever
 //! a change reaches something this module does not reproduce — an administrator's own entry, the
 //! `Image` object, a validation or load error, an unusual document shape — [`Prepared::update`]
 //! returns `None` and the caller takes the full path.
