@@ -396,3 +396,74 @@ fn a_policy_directory_removed_and_created_again_is_watched_again() {
         "a policy in the new directory to be applied",
     );
 }
+
+/// The daemon looks only at the policy files its watches name (plus files reached through a
+/// symbolic link): every kind of change a real inotify watch reports must still be applied — an
+/// in-place rewrite, an editor's rename over the file, a new file, a removal — and a change of a
+/// link's target is picked up by the next reconcile, and the result is what a full render gives.
+#[test]
+fn every_kind_of_policy_change_among_many_files_is_applied() {
+    let d = Daemon::start("[mirrors]\non_drain_required = \"apply\"\n");
+    let policy = |n: usize, variant: &str| {
+        format!("apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata: {{name: p{n}}}\nspec:\n  imageDigestMirrors:\n  - source: quay.io/p{n}\n    mirrors: [mirror.local/{variant}/p{n}]\n")
+    };
+    for n in 0..30 {
+        fs::write(d.policy(&format!("{n:02}.yaml")), policy(n, "v0")).unwrap();
+    }
+    d.wait_for(
+        || d.status()["mirrors"]["summary"]["sources"] == 30,
+        "30 policy files to be applied",
+    );
+    // In-place rewrites of one file (truncate + write: IN_MODIFY only), several in a row.
+    for v in 1..=3 {
+        fs::write(d.policy("07.yaml"), policy(7, &format!("v{v}"))).unwrap();
+        d.wait_for(
+            || d.conf().contains(&format!("mirror.local/v{v}/p7")),
+            "an in-place rewrite to be applied",
+        );
+    }
+    // An editor's save: a new file renamed over the old one.
+    write_atomically(&d.policy("07.yaml"), &policy(7, "v4"));
+    d.wait_for(
+        || d.conf().contains("mirror.local/v4/p7"),
+        "a rename over the file",
+    );
+    // A new file and a removed one.
+    fs::write(d.policy("40.yaml"), policy(40, "v0")).unwrap();
+    d.wait_for(|| d.conf().contains("mirror.local/v0/p40"), "a new file");
+    fs::remove_file(d.policy("03.yaml")).unwrap();
+    d.wait_for(|| !d.conf().contains("quay.io/p3\""), "a removed file");
+    // A policy reached through a symbolic link: its target's directory is not watched, so an
+    // in-place change of the target is seen at the next reconcile another change causes.
+    let outside = d.root.join("elsewhere");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("linked.yaml"), policy(50, "v0")).unwrap();
+    std::os::unix::fs::symlink(outside.join("linked.yaml"), d.policy("50.yaml")).unwrap();
+    d.wait_for(
+        || d.conf().contains("mirror.local/v0/p50"),
+        "the linked file",
+    );
+    fs::write(outside.join("linked.yaml"), policy(50, "v1")).unwrap();
+    fs::write(d.policy("08.yaml"), policy(8, "v1")).unwrap();
+    d.wait_for(
+        || d.conf().contains("mirror.local/v1/p8") && d.conf().contains("mirror.local/v1/p50"),
+        "the other change and the link's target to be applied together",
+    );
+    // Every applied state is what a fresh full apply of the same files gives.
+    let fresh = tempfile::tempdir().unwrap();
+    let conf = fresh.path().join("registries.conf");
+    fs::write(&conf, BASE).unwrap();
+    let out = Command::new(bin())
+        .args(["mirrors", "render", "--base"])
+        .arg(&conf)
+        .arg("--policies")
+        .arg(d.policy(""))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(d.conf(), String::from_utf8(out.stdout).unwrap());
+}

@@ -219,34 +219,36 @@ pub fn fsync_dir(dir: &Path) -> Result<(), FsError> {
 }
 
 fn make_backup(target: &Path, bdir: &Path, name: &str, keep: u32) -> Result<PathBuf, FsError> {
-    fs::create_dir_all(bdir).map_err(io_err(bdir, "create backup directory"))?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let mut dest = bdir.join(format!(
-        "{name}.{}.{:09}",
-        now.as_secs(),
-        now.subsec_nanos()
-    ));
     let mut n = 0;
-    while dest.exists() {
-        n += 1;
-        dest = bdir.join(format!(
-            "{name}.{}.{:09}-{n}",
-            now.as_secs(),
-            now.subsec_nanos()
-        ));
-    }
-    match fs::hard_link(target, &dest) {
-        Ok(()) => {}
-        // Different filesystems (or a filesystem without hard links): copy instead.
-        Err(_) => {
-            fs::copy(target, &dest).map_err(io_err(&dest, "copy backup"))?;
-            File::open(&dest)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err(&dest, "fsync backup"))?;
+    let mut created = false;
+    // Try the link first: the directory and a free name are the common case, so no separate
+    // mkdir or stat is paid for them.
+    let dest = loop {
+        let dest = bdir.join(if n == 0 {
+            format!("{name}.{}.{:09}", now.as_secs(), now.subsec_nanos())
+        } else {
+            format!("{name}.{}.{:09}-{n}", now.as_secs(), now.subsec_nanos())
+        });
+        match fs::hard_link(target, &dest) {
+            Ok(()) => break dest,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !created => {
+                fs::create_dir_all(bdir).map_err(io_err(bdir, "create backup directory"))?;
+                created = true;
+            }
+            // Different filesystems (or a filesystem without hard links): copy instead.
+            Err(_) => {
+                fs::copy(target, &dest).map_err(io_err(&dest, "copy backup"))?;
+                File::open(&dest)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_err(&dest, "fsync backup"))?;
+                break dest;
+            }
         }
-    }
+    };
     prune_backups(bdir, name, keep)?;
     Ok(dest)
 }

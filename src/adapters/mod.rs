@@ -10,5 +10,6 @@ pub mod journald;
 pub mod kube;
 pub mod lease;
 pub mod mhc;
+pub mod policy_scan;
 pub mod registries;
 pub mod systemd;

@@ -3,7 +3,6 @@
 //! under the lock the CLI and the daemon share. The CLI prints what [`apply_mirrors`] reports; the
 //! daemon calls the same function, so both behave identically.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +10,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::adapters::fs::{self as afs, FsError, ReplaceOptions};
+use crate::adapters::policy_scan::{scan, CachedFile, KeptIndex, Scan, ScannedInput, SeenChanges};
 use crate::config::{MirrorMode, Settings};
 use crate::core::mirrors::classify::Classification;
 use crate::core::mirrors::containers::{self, EffectiveConf, LoadedConf};
@@ -18,7 +18,7 @@ use crate::core::mirrors::engine::{
     self, ApplyOptions, ManagedSummary, VerifyReport, SEARCH_DROPIN_NAME,
 };
 use crate::core::mirrors::incremental::{self, Prepared};
-use crate::core::mirrors::policy::{PolicySet, MAX_POLICY_BYTES};
+use crate::core::mirrors::policy::PolicySet;
 use crate::core::mirrors::{document, MirrorError, Style};
 
 /// Largest registries.conf (or drop-in) the agent reads.
@@ -183,6 +183,11 @@ fn state_file_for(s: &Settings, target: &Path) -> PathBuf {
 #[derive(Debug, Default)]
 pub struct MirrorCache {
     state: Option<CacheState>,
+    /// What the daemon's watches saw change since the kept files were scanned (`None`: not
+    /// known, every file is `stat`ed).
+    seen: Option<SeenChanges>,
+    /// The owner reports every change with [`MirrorCache::note`] ([`MirrorCache::with_watches`]).
+    watched: bool,
 }
 
 #[derive(Debug)]
@@ -191,7 +196,12 @@ struct CacheState {
     key: String,
     /// Each policy file's bytes, the set parsed from that file alone, and its stamp.
     files: Vec<CachedFile>,
+    /// The `--policies` paths the files came from (directory identities and file counts).
+    inputs: Vec<ScannedInput>,
     prepared: Prepared,
+    /// `files` come from this apply's scan (what the watches report from now on is relative to
+    /// it), not from an earlier one.
+    scanned_now: bool,
 }
 
 impl MirrorCache {
@@ -199,10 +209,30 @@ impl MirrorCache {
     pub fn new() -> MirrorCache {
         MirrorCache::default()
     }
-}
 
-/// A policy file as the cache keeps it: path, bytes, the set parsed from it alone, stamp.
-type CachedFile = (PathBuf, Arc<[u8]>, Arc<PolicySet>, Stamp);
+    /// A cache whose owner watches the policy directories and reports what its watches see with
+    /// [`MirrorCache::note`] before each apply: then a policy file the watches did not name is
+    /// not even `stat`ed (in a directory whose entries did not change). Files reached through a
+    /// symbolic link, and directories that are links, are always looked at.
+    pub fn with_watches() -> MirrorCache {
+        MirrorCache {
+            watched: true,
+            ..MirrorCache::default()
+        }
+    }
+
+    /// Tell the cache what the file watches saw since the last apply. Without this (or after
+    /// [`SeenChanges::everything`]) the next apply `stat`s every policy file; with it, only the
+    /// files named here are looked at in directories whose entries did not change.
+    pub fn note(&mut self, seen: SeenChanges) {
+        if let Some(s) = &mut self.seen {
+            s.merge(seen);
+            if s.everything {
+                self.seen = None;
+            }
+        }
+    }
+}
 
 fn cache_key(target: &Path, mode: MirrorMode, opts: &ApplyOptions, s: &Settings) -> String {
     format!(
@@ -217,30 +247,13 @@ fn cache_key(target: &Path, mode: MirrorMode, opts: &ApplyOptions, s: &Settings)
 /// Parse each policy file on its own (what the cache keeps and compares). `reuse` supplies the
 /// sets of files whose path and bytes are unchanged, so only changed files are parsed. Any
 /// error: `None` (the full path then reports it with its exact message).
-fn parse_per_file(
-    files: &[PolicyFile],
-    stamps: &[Stamp],
-    reuse: &[CachedFile],
-) -> Option<Vec<Arc<PolicySet>>> {
-    let mut index: Option<HashMap<&[u8], &CachedFile>> = None;
-    let mut out = Vec::with_capacity(files.len());
-    for (i, ((p, bytes), stamp)) in files.iter().zip(stamps).enumerate() {
-        // Usually the same file sits at the same position: no lookup needed.
-        let found = match reuse.get(i) {
-            Some(f) if f.0.as_os_str() == p.as_os_str() => Some(f),
-            _ => index
-                .get_or_insert_with(|| {
-                    reuse
-                        .iter()
-                        .map(|f| (f.0.as_os_str().as_encoded_bytes(), f))
-                        .collect()
-                })
-                .get(p.as_os_str().as_encoded_bytes())
-                .copied(),
-        };
-        out.push(match found {
+fn parse_per_file(scan: &Scan, reuse: &[CachedFile]) -> Option<Vec<Arc<PolicySet>>> {
+    let mut lookup = KeptIndex::new(reuse);
+    let mut out = Vec::with_capacity(scan.files.len());
+    for (i, ((p, bytes), stamp)) in scan.files.iter().zip(&scan.stamps).enumerate() {
+        out.push(match lookup.find(i, p) {
             // Same stamp: the bytes were taken from the cache, no need to compare them.
-            Some((_, b, set, s)) if s.still(stamp) || b == bytes => Arc::clone(set),
+            Some(f) if f.stamp.still(stamp) || f.bytes == *bytes => Arc::clone(&f.set),
             _ => {
                 let mut set = PolicySet::default();
                 set.add_text(&p.display().to_string(), bytes).ok()?;
@@ -289,13 +302,15 @@ pub fn apply_mirrors_cached(
     let path = &req.registries_conf;
     let dropin_dir = &req.dropin_dir;
     let mode = req.mode;
-    // Files whose stamp is unchanged since the last apply this process made are not read again.
-    let kept_files: &[CachedFile] = cache
+    // Files whose stamp is unchanged since the last apply this process made are not read again,
+    // and files the daemon's watches saw no change of are not even looked at.
+    let seen = cache.as_deref_mut().and_then(|c| c.seen.take());
+    let (kept_files, kept_inputs) = cache
         .as_deref()
         .and_then(|c| c.state.as_ref())
-        .map(|st| st.files.as_slice())
-        .unwrap_or(&[]);
-    let (mut policy_files, stamps) = read_policy_files_with(&req.policies, kept_files)?;
+        .map(|st| (st.files.as_slice(), st.inputs.as_slice()))
+        .unwrap_or((&[], &[]));
+    let mut scanned = scan(&req.policies, kept_files, kept_inputs, seen.as_ref())?;
     let opts = ApplyOptions {
         style: req.style,
         payload_repo: payload(s),
@@ -318,7 +333,7 @@ pub fn apply_mirrors_cached(
 
     if mode == MirrorMode::Verify {
         let text = read_text(path, MAX_CONF_BYTES)?;
-        let policies = parse_policies(&policy_files)?;
+        let policies = parse_policies(&scanned.files)?;
         let eff = effective_of(path, &text, dropin_dir, &[])?;
         report.warnings.extend(policies.warnings.iter().cloned());
         for (f, p) in &eff.duplicates {
@@ -347,14 +362,27 @@ pub fn apply_mirrors_cached(
     };
     // Read under the lock: another writer may have finished just before we got it.
     // The kept state usually describes the file as it is: then it is compared, not read into a
-    // new 1 MB buffer.
+    // new 1 MB buffer — on a second thread, while the changed policy files are parsed (each is
+    // about a fifth of a 20-source change).
     let key = cache_key(&target, mode, &opts, s);
-    let known_text = cache
+    let kept_text = cache
         .as_deref()
         .and_then(|c| c.state.as_ref())
         .filter(|st| st.key == key)
-        .map(|st| st.prepared.shared_text())
-        .filter(|t| afs::file_equals(path, t.as_bytes()).unwrap_or(false));
+        .map(|st| st.prepared.shared_text());
+    let mut parsed: Option<Option<Vec<Arc<PolicySet>>>> = None;
+    let known_text = kept_text.filter(|t| {
+        let same = || afs::file_equals(path, t.as_bytes()).unwrap_or(false);
+        std::thread::scope(
+            |sc| match std::thread::Builder::new().spawn_scoped(sc, same) {
+                Ok(compare) => {
+                    parsed = Some(parse_per_file(&scanned, kept_files));
+                    compare.join().unwrap_or(false)
+                }
+                Err(_) => same(),
+            },
+        )
+    });
     let text: Arc<String> = match known_text {
         Some(t) => t,
         None => Arc::new(read_text(path, MAX_CONF_BYTES)?),
@@ -370,7 +398,7 @@ pub fn apply_mirrors_cached(
     if writing && kept.is_none() {
         let current = fingerprint(
             &text,
-            &policy_files,
+            &scanned.files,
             mode,
             &opts,
             dropin_dir,
@@ -398,7 +426,10 @@ pub fn apply_mirrors_cached(
     let mut incremental = false;
     let mut out: Option<Rendered> = None;
     if let Some(mut st) = kept {
-        if let Some(sets) = parse_per_file(&policy_files, &stamps, &st.files) {
+        let sets = parsed
+            .take()
+            .unwrap_or_else(|| parse_per_file(&scanned, &st.files));
+        if let Some(sets) = sets {
             let before = req.dry_run.then(|| st.prepared.clone());
             if let Some(upd) = st.prepared.update(&sets, &opts) {
                 incremental = true;
@@ -416,13 +447,18 @@ pub fn apply_mirrors_cached(
                 unchanged_state = before.map(|prepared| CacheState {
                     key: key.clone(),
                     files: st.files.clone(),
+                    inputs: st.inputs.clone(),
                     prepared,
+                    scanned_now: false,
                 });
-                // (The list is not needed again on this path: it moves into the cache.)
+                // (The scan is not needed again on this path: it moves into the cache.)
+                let (files, inputs) = std::mem::take(&mut scanned).keep(sets);
                 next_state = Some(CacheState {
                     key: key.clone(),
-                    files: keep_files(std::mem::take(&mut policy_files), &stamps, sets),
+                    files,
+                    inputs,
                     prepared: st.prepared,
+                    scanned_now: true,
                 });
             }
         }
@@ -430,9 +466,15 @@ pub fn apply_mirrors_cached(
     let out = match out {
         Some(o) => o,
         None => {
+            // (The sets parsed above reuse the kept files' sets; a file's set depends on its bytes
+            // only, not on registries.conf.)
             let per_file = cache
                 .is_some()
-                .then(|| parse_per_file(&policy_files, &stamps, &[]))
+                .then(|| {
+                    parsed
+                        .take()
+                        .unwrap_or_else(|| parse_per_file(&scanned, &[]))
+                })
                 .flatten()
                 .and_then(|sets| join(&sets).map(|all| (all, sets)));
             let (o, prepared, sets) = match per_file {
@@ -448,15 +490,20 @@ pub fn apply_mirrors_cached(
                     (o, prepared, sets)
                 }
                 None => {
-                    let policies = parse_policies(&policy_files)?;
+                    let policies = parse_policies(&scanned.files)?;
                     let o = engine::apply(&file, &text, &policies, &opts).map_err(engine_error)?;
                     (o, None, vec![])
                 }
             };
-            next_state = prepared.map(|prepared| CacheState {
-                key: key.clone(),
-                files: keep_files(policy_files.clone(), &stamps, sets),
-                prepared,
+            next_state = prepared.map(|prepared| {
+                let (files, inputs) = scanned.clone().keep(sets);
+                CacheState {
+                    key: key.clone(),
+                    files,
+                    inputs,
+                    prepared,
+                    scanned_now: true,
+                }
             });
             Rendered {
                 output: Arc::new(o.output),
@@ -563,6 +610,14 @@ pub fn apply_mirrors_cached(
     report.warnings = warnings;
     let put_back = |cache: Option<&mut MirrorCache>, st: Option<CacheState>| {
         if let Some(c) = cache {
+            // What the watches report from now on is relative to the files kept here; kept
+            // files from an earlier scan still owe what was reported since that scan.
+            c.seen = match &st {
+                _ if !c.watched => None,
+                Some(st) if st.scanned_now => Some(SeenChanges::default()),
+                Some(_) => seen.clone(),
+                None => None,
+            };
             c.state = st;
         }
     };
@@ -620,7 +675,7 @@ pub fn apply_mirrors_cached(
     // Record the fingerprint of the state this apply left behind (its own output as the input).
     let after = fingerprint(
         &out.output,
-        &policy_files,
+        &scanned.files,
         mode,
         &opts,
         dropin_dir,
@@ -638,19 +693,6 @@ pub fn apply_mirrors_cached(
         tracing::warn!(error = %e, "could not record the last apply; the next one takes the full path");
     }
     Ok(report)
-}
-
-fn keep_files(
-    files: Vec<PolicyFile>,
-    stamps: &[Stamp],
-    each: Vec<Arc<PolicySet>>,
-) -> Vec<CachedFile> {
-    files
-        .into_iter()
-        .zip(stamps)
-        .zip(each)
-        .map(|(((p, b), stamp), set)| (p, b, set, *stamp))
-        .collect()
 }
 
 /// A missing file is invalid input (exit 2); a file that exists but cannot be read (permissions,
@@ -692,135 +734,12 @@ pub fn read_text(path: &Path, max: u64) -> Result<String, RegistriesError> {
 
 /// The policy files named by `paths` (directories expanded in lexical order), with their bytes.
 pub fn read_policy_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>, RegistriesError> {
-    read_policy_files_with(paths, &[])
-        .map(|(files, _)| files.into_iter().map(|(p, b)| (p, b.to_vec())).collect())
-}
-
-/// A policy file's path and bytes; the bytes are shared with the daemon's cache.
-type PolicyFile = (PathBuf, Arc<[u8]>);
-
-/// What `stat` says about a file's contents: any write changes its ctime, so an equal stamp means
-/// the bytes read earlier are still the file's bytes — unless the file was changed within the
-/// timestamp granularity of the read (the kernel's clock ticks in milliseconds): a file changed in
-/// the last two seconds gets an untrusted stamp and is read again next time ("racy git").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    trusted: bool,
-}
-
-impl Stamp {
-    fn of(meta: &fs::Metadata) -> Stamp {
-        use std::os::unix::fs::MetadataExt;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i128)
-            .unwrap_or(i128::MAX);
-        let nanos = |(s, ns): (i64, i64)| s as i128 * 1_000_000_000 + ns as i128;
-        let (mtime, ctime) = (
-            (meta.mtime(), meta.mtime_nsec()),
-            (meta.ctime(), meta.ctime_nsec()),
-        );
-        let settled = now - 2_000_000_000;
-        Stamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime,
-            ctime,
-            trusted: nanos(ctime) < settled && nanos(mtime) < settled,
-        }
-    }
-
-    /// The bytes read with `self` may stand for a file that now has stamp `now`.
-    fn still(&self, now: &Stamp) -> bool {
-        self.trusted && self == now
-    }
-}
-
-/// [`read_policy_files`], taking the bytes of a file whose stamp is unchanged from `kept` (the
-/// files of the last apply) instead of reading it again; also returns each file's stamp.
-fn read_policy_files_with(
-    paths: &[PathBuf],
-    kept: &[CachedFile],
-) -> Result<(Vec<PolicyFile>, Vec<Stamp>), RegistriesError> {
-    let mut index: Option<HashMap<&[u8], &CachedFile>> = None;
-    let mut reuse = |i: usize, p: &Path, stamp: Stamp| -> Option<Arc<[u8]>> {
-        // Usually the same file sits at the same position; a lookup otherwise. (Keyed by the
-        // path's bytes: comparing `Path`s goes component by component.)
-        let found = match kept.get(i) {
-            Some(f) if f.0.as_os_str() == p.as_os_str() => Some(f),
-            _ => index
-                .get_or_insert_with(|| {
-                    kept.iter()
-                        .map(|f| (f.0.as_os_str().as_encoded_bytes(), f))
-                        .collect()
-                })
-                .get(p.as_os_str().as_encoded_bytes())
-                .copied(),
-        }?;
-        found.3.still(&stamp).then(|| Arc::clone(&found.1))
-    };
-    let mut out = Vec::new();
-    let mut stamps = Vec::new();
-    let invalid =
-        |p: &Path, e: std::io::Error| RegistriesError::invalid(format!("{}: {e}", p.display()));
-    for p in paths {
-        let meta = fs::metadata(p).map_err(|e| invalid(p, e))?;
-        // (path, metadata): a directory entry's metadata comes from its directory (no path walk
-        // per file); a symlink is followed, as a path given directly is.
-        let files: Vec<(PathBuf, fs::Metadata)> = if meta.is_dir() {
-            let mut v: Vec<(std::ffi::OsString, PathBuf, fs::Metadata)> = Vec::new();
-            for e in fs::read_dir(p).map_err(|e| invalid(p, e))?.flatten() {
-                let name = e.file_name();
-                let n = name.as_encoded_bytes();
-                if n.starts_with(b".")
-                    || !(n.ends_with(b".yaml") || n.ends_with(b".yml") || n.ends_with(b".json"))
-                {
-                    continue;
-                }
-                let path = e.path();
-                let meta = match e.file_type() {
-                    Ok(t) if !t.is_symlink() => e.metadata(),
-                    _ => fs::metadata(&path),
-                }
-                .map_err(|err| invalid(&path, err))?;
-                v.push((name, path, meta));
-            }
-            // By name (kept from the directory entry: `Path::file_name` re-parses the path).
-            v.sort_by(|a, b| a.0.cmp(&b.0));
-            v.into_iter().map(|(_, p, m)| (p, m)).collect()
-        } else {
-            vec![(p.clone(), meta)]
-        };
-        for (f, meta) in files {
-            if !meta.is_file() {
-                return Err(RegistriesError::invalid(format!(
-                    "{}: not a regular file",
-                    f.display()
-                )));
-            }
-            if meta.len() > MAX_POLICY_BYTES as u64 {
-                return Err(RegistriesError::invalid(format!(
-                    "{}: {} bytes is larger than the {MAX_POLICY_BYTES} bytes a policy file may have",
-                    f.display(),
-                    meta.len()
-                )));
-            }
-            let stamp = Stamp::of(&meta);
-            let bytes = match reuse(out.len(), &f, stamp) {
-                Some(b) => b,
-                None => Arc::from(fs::read(&f).map_err(|e| invalid(&f, e))?),
-            };
-            out.push((f, bytes));
-            stamps.push(stamp);
-        }
-    }
-    Ok((out, stamps))
+    scan(paths, &[], &[], None).map(|scan| {
+        scan.files
+            .into_iter()
+            .map(|(p, b)| (p, b.to_vec()))
+            .collect()
+    })
 }
 
 /// Parse policy files read by [`read_policy_files`], in order.

@@ -24,6 +24,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::adapters::fs as afs;
+use crate::adapters::policy_scan::SeenChanges;
 use crate::adapters::registries::{self, ApplyReport, ApplyRequest};
 use crate::adapters::systemd;
 use crate::config::{self, MirrorMode, Settings};
@@ -385,7 +386,9 @@ async fn reconcile_inner(
     let wrote =
         matches!(&result, Ok(r) if r.changed() && !r.held && !r.dry_run && r.verify.is_none());
     if let Ok(r) = &result {
-        if wrote {
+        // Kept only to roll back a reload that stops a unit (cleared once the reload is done; not
+        // kept at all without units, so the engine can reuse the old text's buffer).
+        if wrote && !s.mirrors.reload_units.is_empty() {
             state.last_changes = r.changes.clone();
         }
     }
@@ -588,7 +591,14 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }
 
         // First reconcile, then READY=1 whether it worked or not (it never waits on the network).
-        let mut reload_state = ReloadState { defer_reload: true, ..ReloadState::default() };
+        // The main loop reports what the watches see before each reconcile (`note` below).
+        let mut reload_state = ReloadState {
+            defer_reload: true,
+            mirror_cache: std::sync::Arc::new(std::sync::Mutex::new(
+                registries::MirrorCache::with_watches(),
+            )),
+            ..ReloadState::default()
+        };
         health.lock().unwrap_or_else(|p| p.into_inner()).busy_since = Some(Instant::now());
         let first = reconcile(&settings, &mut reload_state, &metrics, false).await;
         reload_state.defer_reload = false;
@@ -619,6 +629,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         loop {
             let mut reply: Option<socket::ReconcileRequest> = None;
             let mut release_held = false;
+            // Only a reconcile caused by file events may trust them to name every change.
+            let mut file_event = false;
             tokio::select! {
                 _ = sigterm.recv() => break,
                 _ = sigint.recv() => break,
@@ -646,6 +658,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                     sdnotify::ready(&line);
                 }
                 Some(()) = changed_rx.recv() => {
+                    file_event = true;
                     // Debounce: wait until the files have been quiet for `debounce`, so a burst
                     // of writes ends in one reconcile.
                     // A never-quiet writer is cut off after DEBOUNCE_LIMIT so signals, the socket
@@ -686,6 +699,15 @@ pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
                 }
             }
             health.lock().unwrap_or_else(|p| p.into_inner()).busy_since = Some(Instant::now());
+            let mut seen = watches.take_seen();
+            if !file_event {
+                seen.merge(SeenChanges::everything());
+            }
+            reload_state
+                .mirror_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .note(seen);
             let result = reconcile(&settings, &mut reload_state, &metrics, release_held).await;
             {
                 let mut h = health.lock().unwrap_or_else(|p| p.into_inner());

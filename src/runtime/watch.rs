@@ -1,5 +1,6 @@
-//! File-system watches: events only say "something changed"; the main loop debounces them and
-//! re-reads everything.
+//! File-system watches: each event says "something changed" on a channel, and the paths it names
+//! are collected in a [`SeenChanges`] the main loop hands to the mirror cache, so a reconcile
+//! after one policy file changed looks at that file only (everything else is re-read as before).
 //!
 //! Raw notify events are used and debounced by the main loop (wait for a quiet period, then
 //! reconcile once): a per-path debouncer that pairs creates with removes can swallow the removal
@@ -8,9 +9,13 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::ModifyKind;
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+
+use crate::adapters::policy_scan::SeenChanges;
 
 /// A set of non-recursive watches that can grow as watched directories appear.
 pub struct Watches {
@@ -19,6 +24,28 @@ pub struct Watches {
     /// created again may get the same inode number back, but not the same birth time), whose
     /// watch must be set up again when it changes.
     watched: BTreeMap<PathBuf, (u64, Option<std::time::SystemTime>)>,
+    /// The paths the events named since [`Watches::take_seen`] was last called.
+    seen: Arc<Mutex<SeenChanges>>,
+}
+
+/// Record what one notify event says about the watched paths.
+fn record(seen: &Mutex<SeenChanges>, res: &notify::Result<notify::Event>) {
+    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    match res {
+        Ok(e) if e.need_rescan() => seen.merge(SeenChanges::everything()),
+        Ok(e) => match e.kind {
+            EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_)) => {
+                e.paths.iter().for_each(|p| seen.contents(p))
+            }
+            EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Name(_) | ModifyKind::Any | ModifyKind::Other) => {
+                e.paths.iter().for_each(|p| seen.entry(p))
+            }
+            _ => seen.merge(SeenChanges::everything()),
+        },
+        Err(_) => seen.merge(SeenChanges::everything()),
+    }
 }
 
 /// The nearest existing directory at or above `p` (a missing policy directory is watched through
@@ -37,23 +64,33 @@ fn existing_dir(p: &Path) -> Option<PathBuf> {
 impl Watches {
     /// Start a watcher that sends `()` on `tx` for every change (reads are not changes).
     pub fn new(tx: mpsc::Sender<()>) -> notify::Result<Watches> {
-        let watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-                // Reads (our own included) are not changes: reacting to them would loop.
-                Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => {}
-                Ok(_) => {
-                    // A full channel already holds a pending "changed": nothing is lost.
-                    let _ = tx.try_send(());
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "file watch error");
-                    let _ = tx.try_send(());
-                }
-            })?;
+        // Until the first take, anything may have changed.
+        let seen = Arc::new(Mutex::new(SeenChanges::everything()));
+        let seen_by_events = Arc::clone(&seen);
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // Reads (our own included) are not changes: reacting to them would loop.
+            if matches!(&res, Ok(e) if matches!(e.kind, EventKind::Access(_))) {
+                return;
+            }
+            if let Err(e) = &res {
+                tracing::warn!(error = %e, "file watch error");
+            }
+            // Recorded before the signal: the reconcile it causes takes the paths.
+            record(&seen_by_events, &res);
+            // A full channel already holds a pending "changed": nothing is lost.
+            let _ = tx.try_send(());
+        })?;
         Ok(Watches {
             watcher,
             watched: BTreeMap::new(),
+            seen,
         })
+    }
+
+    /// What the events said since the last call (and "everything" when a watch was added since:
+    /// a change in the gap before it may have been missed).
+    pub fn take_seen(&self) -> SeenChanges {
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Make sure every path in `wanted` (or its nearest existing ancestor) is watched. Returns true
@@ -83,6 +120,10 @@ impl Watches {
                     tracing::debug!(path = %dir.display(), "watching");
                     self.watched.insert(dir, ino);
                     added = true;
+                    self.seen
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .merge(SeenChanges::everything());
                 }
                 Err(e) => tracing::warn!(path = %dir.display(), error = %e, "cannot watch"),
             }

@@ -37,7 +37,7 @@ use super::Style;
 
 /// Where MCO's render creates an entry that is not in the administrator's file: the first step
 /// that asks for its scope. Sorting by this key gives the order of the appended tables.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum OrderKey {
     Digest(String),
     Tag(String),
@@ -45,11 +45,10 @@ enum OrderKey {
     Insecure(usize),
 }
 
-/// One table the agent appended, with the exact text it has in the file.
+/// One table the agent appended (its text is in [`Prepared::text`], see [`Prepared::order`]).
 #[derive(Debug, Clone)]
 struct Appended {
     entry: Registry,
-    chunk: String,
     /// containers/image's duplicate key of the entry (after its normalisation).
     dup: String,
 }
@@ -81,16 +80,21 @@ pub struct Prepared {
     files: Vec<Arc<PolicySet>>,
     insecure: Vec<String>,
     blocked: Vec<String>,
-    digest: BTreeMap<String, MirrorBucket>,
-    tag: BTreeMap<String, MirrorBucket>,
+    digest: HashMap<String, MirrorBucket>,
+    tag: HashMap<String, MirrorBucket>,
     base: Vec<Registry>,
     base_first: HashMap<String, usize>,
     /// Scopes of administrator entries the render changed, in file order.
     base_changed: Vec<String>,
     /// Mirrors the render added to administrator entries.
     base_mirrors_added: usize,
-    /// The agent's appended entries, in file order by their keys.
-    appended: BTreeMap<OrderKey, Appended>,
+    /// The agent's appended entries.
+    appended: HashMap<OrderKey, Appended>,
+    /// Their keys in file order (sorted), and the length of each one's table in the text: a
+    /// change copies the unchanged runs of the old text around the tables it replaces (a few
+    /// large copies, not 2,000 small ones from all over the heap).
+    order: Vec<OrderKey>,
+    lens: Vec<usize>,
     /// Mirrors of all appended entries (kept, not summed over every entry on each change).
     appended_mirrors: usize,
     /// Enclosing scope → scopes of entries (administrator's and appended) properly nested in it.
@@ -100,9 +104,12 @@ pub struct Prepared {
     source_count: HashMap<String, usize>,
     /// containers/image duplicate keys (normalised location, or prefix) → number of entries.
     keys: HashMap<String, usize>,
-    head: String,
-    tail: String,
+    /// Where the appended block starts in the text.
+    head_len: usize,
     text: Arc<String>,
+    /// The text before the last change, while the caller may still hold it: once it is alone
+    /// here again, the next change is built in its buffer (no new 1 MB allocation to fault in).
+    spare: Option<Arc<String>>,
     base_warnings: Vec<String>,
     search_dropin: Option<String>,
     /// The drain verdict about `unqualified-search-registries` (as decoded vs as containers/image
@@ -139,7 +146,7 @@ pub fn apply_and_prepare(
 struct Overlay<'a> {
     changed: &'a HashSet<String>,
     new: &'a HashMap<String, MirrorBucket>,
-    old: &'a BTreeMap<String, MirrorBucket>,
+    old: &'a HashMap<String, MirrorBucket>,
 }
 
 impl<'a> Overlay<'a> {
@@ -159,51 +166,64 @@ impl<'a> Overlay<'a> {
     }
 }
 
-/// A TOML value as the agent's tables write it (toml_edit's default representation).
-fn repr(s: &str) -> String {
+/// Append a TOML string value as the agent's tables write it (toml_edit's default representation).
+fn push_repr(out: &mut String, s: &str) {
     let plain = s
         .chars()
         .all(|c| c != '"' && c != '\\' && c != '\'' && !c.is_control());
     if plain {
-        format!("\"{s}\"")
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
     } else {
-        toml_edit::Value::from(s).to_string()
+        out.push_str(&toml_edit::Value::from(s).to_string());
     }
 }
 
+/// The marker the agent's tables carry, as it follows `[[registry]]`.
+fn marker() -> String {
+    format!(" {MARKER} v{MARKER_VERSION}\n")
+}
+
 /// The text of one appended `[[registry]]` table, byte for byte what the document editor writes
-/// for it after another table.
-fn chunk(r: &Registry) -> String {
-    let marker = format!(" {MARKER} v{MARKER_VERSION}");
-    let mut s = format!("\n[[registry]]{marker}\n");
+/// for it after another table. (Built with `push_str`: this runs for every changed entry on the
+/// daemon's path, where `format!` per line was a measurable share.)
+fn chunk(r: &Registry, marker: &str) -> String {
+    let mut s = String::with_capacity(160 + r.mirrors.len() * 160);
+    s.push_str("\n[[registry]]");
+    s.push_str(marker);
     if !r.prefix.is_empty() {
-        s.push_str(&format!("prefix = {}\n", repr(&r.prefix)));
+        s.push_str("prefix = ");
+        push_repr(&mut s, &r.prefix);
+        s.push('\n');
     }
     if !r.location.is_empty() {
-        s.push_str(&format!("location = {}\n", repr(&r.location)));
+        s.push_str("location = ");
+        push_repr(&mut s, &r.location);
+        s.push('\n');
     }
-    for (k, on) in [
-        ("insecure", r.insecure),
-        ("blocked", r.blocked),
-        ("mirror-by-digest-only", r.mirror_by_digest_only),
+    for (line, on) in [
+        ("insecure = true\n", r.insecure),
+        ("blocked = true\n", r.blocked),
+        ("mirror-by-digest-only = true\n", r.mirror_by_digest_only),
     ] {
         if on {
-            s.push_str(&format!("{k} = true\n"));
+            s.push_str(line);
         }
     }
     for m in &r.mirrors {
-        s.push_str(&format!(
-            "\n[[registry.mirror]]{marker}\nlocation = {}\n",
-            repr(&m.location)
-        ));
+        s.push_str("\n[[registry.mirror]]");
+        s.push_str(marker);
+        s.push_str("location = ");
+        push_repr(&mut s, &m.location);
+        s.push('\n');
         if m.insecure {
             s.push_str("insecure = true\n");
         }
         if !m.pull_from_mirror.is_empty() {
-            s.push_str(&format!(
-                "pull-from-mirror = {}\n",
-                repr(&m.pull_from_mirror)
-            ));
+            s.push_str("pull-from-mirror = ");
+            push_repr(&mut s, &m.pull_from_mirror);
+            s.push('\n');
         }
     }
     s
@@ -302,30 +322,16 @@ impl Prepared {
             search_verdict,
             ..
         } = internals;
-        let digest: BTreeMap<String, MirrorBucket> = sets
-            .digest
-            .into_iter()
-            .map(|b| (b.source.clone(), b))
-            .collect();
-        let tag: BTreeMap<String, MirrorBucket> = sets
-            .tag
-            .into_iter()
-            .map(|b| (b.source.clone(), b))
-            .collect();
         let mut base_first = HashMap::with_capacity(base.len());
         for (i, r) in base.iter().enumerate() {
             base_first.entry(r.scope().to_string()).or_insert(i);
         }
         // The whole model once more, to know which administrator entries changed and the entries
         // appended (cheap next to the parsing the full path did).
-        let merged = MergedMirrorSets {
-            digest: digest.values().cloned().collect(),
-            tag: tag.values().cloned().collect(),
-        };
         let rendered = render_entries(
             base.clone(),
             &RenderInput {
-                sets: &merged,
+                sets: &sets,
                 insecure: &insecure,
                 blocked: &blocked,
                 style: opts.style,
@@ -340,13 +346,20 @@ impl Prepared {
                 base_mirrors_added += r.mirrors.len() - b.mirrors.len();
             }
         }
+        let bucket_map = |v: Vec<MirrorBucket>| -> HashMap<String, MirrorBucket> {
+            v.into_iter().map(|b| (b.source.clone(), b)).collect()
+        };
+        let (digest, tag) = (bucket_map(sets.digest), bucket_map(sets.tag));
         let normalised = post_processed(&rendered)?;
         let mut keys: HashMap<String, usize> = HashMap::new();
         for r in &normalised {
             *keys.entry(dup_key(r)).or_default() += 1;
         }
-        let mut keys_in_order = Vec::with_capacity(rendered.len().saturating_sub(base.len()));
-        let mut appended = BTreeMap::new();
+        let marker = marker();
+        let mut order = Vec::with_capacity(rendered.len().saturating_sub(base.len()));
+        let mut lens = Vec::with_capacity(order.capacity());
+        let mut block = String::new();
+        let mut appended = HashMap::with_capacity(order.capacity());
         for (r, n) in rendered[base.len()..].iter().zip(&normalised[base.len()..]) {
             let key = order_key_with(
                 r.scope(),
@@ -355,25 +368,24 @@ impl Prepared {
                 &blocked,
                 &insecure,
             )?;
-            keys_in_order.push(key.clone());
+            let text = chunk(r, &marker);
+            block.push_str(&text);
+            lens.push(text.len());
+            order.push(key.clone());
             appended.insert(
                 key,
                 Appended {
-                    chunk: chunk(r),
                     entry: r.clone(),
                     dup: dup_key(n),
                 },
             );
         }
         // The render appends in key order; anything else is a shape this module does not know.
-        if appended.is_empty() || keys_in_order.windows(2).any(|w| w[0] >= w[1]) {
+        if order.is_empty() || order.windows(2).any(|w| w[0] >= w[1]) {
             return None;
         }
-        let block: String = appended.values().map(|a| a.chunk.as_str()).collect();
-        let start = output.find(&block)?;
-        let head = output[..start].to_string();
-        let tail = output[start + block.len()..].to_string();
-        if head.trim().is_empty() {
+        let head_len = output.find(&block)?;
+        if output[..head_len].trim().is_empty() {
             return None;
         }
         let appended_mirrors = appended.values().map(|a| a.entry.mirrors.len()).sum();
@@ -399,13 +411,15 @@ impl Prepared {
             base_changed,
             base_mirrors_added,
             appended,
+            order,
+            lens,
             appended_mirrors,
             nested,
             source_count,
             keys,
-            head,
-            tail,
+            head_len,
             text: Arc::new(output.to_string()),
+            spare: None,
             base_warnings,
             search_dropin,
             search_verdict,
@@ -426,11 +440,13 @@ impl Prepared {
     /// lists them (computed on demand: only drop-ins that could hide them need it).
     pub fn managed_scopes(&self) -> Vec<String> {
         let mut scopes = self.base_changed.clone();
-        scopes.extend(
-            self.appended
-                .values()
-                .map(|a| a.entry.scope().trim_end_matches('/').to_string()),
-        );
+        scopes.extend(self.order.iter().map(|k| {
+            self.appended[k]
+                .entry
+                .scope()
+                .trim_end_matches('/')
+                .to_string()
+        }));
         scopes
     }
 
@@ -601,7 +617,9 @@ impl Prepared {
 
         // Old and new entries of the affected scopes.
         let mut old_keys: Vec<OrderKey> = Vec::new();
-        let mut incoming: BTreeMap<OrderKey, Appended> = BTreeMap::new();
+        // (New entries with the text of their tables.)
+        let mut incoming: BTreeMap<OrderKey, (Appended, String)> = BTreeMap::new();
+        let marker = marker();
         for a in &affected {
             if let Some(k) = self.appended_key(a) {
                 old_keys.push(k);
@@ -609,11 +627,13 @@ impl Prepared {
             if let Some(r) = sub_by_scope.get(a) {
                 let replaced = incoming.insert(
                     new_key(a)?,
-                    Appended {
-                        chunk: chunk(r),
-                        entry: (*r).clone(),
-                        dup: String::new(),
-                    },
+                    (
+                        Appended {
+                            entry: (*r).clone(),
+                            dup: String::new(),
+                        },
+                        chunk(r, &marker),
+                    ),
                 );
                 if replaced.is_some() {
                     return None;
@@ -625,19 +645,19 @@ impl Prepared {
             .iter()
             .map(|k| self.appended[k].entry.clone())
             .collect();
-        let new_models: Vec<Registry> = incoming.values().map(|a| a.entry.clone()).collect();
+        let new_models: Vec<Registry> = incoming.values().map(|a| a.0.entry.clone()).collect();
         // containers/image would load the new entries (per-entry checks) and no two entries
         // share a key (the full path reports either with its exact message).
         let new_pp = post_processed(&new_models)?;
         for (a, n) in incoming.values_mut().zip(&new_pp) {
-            a.dup = dup_key(n);
+            a.0.dup = dup_key(n);
         }
         let mut delta: HashMap<String, isize> = HashMap::new();
         for k in &old_keys {
             *delta.entry(self.appended[k].dup.clone()).or_default() -= 1;
         }
         for a in incoming.values() {
-            *delta.entry(a.dup.clone()).or_default() += 1;
+            *delta.entry(a.0.dup.clone()).or_default() += 1;
         }
         for (k, d) in &delta {
             let now = *self.keys.get(k).unwrap_or(&0) as isize + d;
@@ -653,12 +673,31 @@ impl Prepared {
         {
             return None;
         }
+        // Where the old tables are in the text (every old key is in `order`: it came from
+        // `appended`) and where the new ones go.
+        let mut starts = Vec::with_capacity(self.lens.len() + 1);
+        let mut at = self.head_len;
+        for l in &self.lens {
+            starts.push(at);
+            at += l;
+        }
+        starts.push(at);
+        let removed: Vec<usize> = old_keys
+            .iter()
+            .map(|k| self.order.binary_search(k).ok())
+            .collect::<Option<_>>()?;
+        let inserted: Vec<usize> = incoming
+            .keys()
+            .map(|k| self.order.binary_search(k).unwrap_or_else(|i| i))
+            .collect();
+        let old_table = |i: usize| &self.text[starts[i]..starts[i + 1]];
         // The text changes only when the affected tables do.
         let changed = old_keys.len() != incoming.len()
             || old_keys
                 .iter()
+                .zip(&removed)
                 .zip(incoming.iter())
-                .any(|(ok, (nk, n))| ok != nk || self.appended[ok].chunk != n.chunk);
+                .any(|((ok, &i), (nk, n))| ok != nk || old_table(i) != n.1);
         let classification = classify(
             &ConfView {
                 search: &[],
@@ -711,22 +750,71 @@ impl Prepared {
         }
         self.appended_mirrors += incoming
             .values()
-            .map(|a| a.entry.mirrors.len())
+            .map(|a| a.0.entry.mirrors.len())
             .sum::<usize>();
-        self.appended.extend(incoming);
         self.files = files.to_vec();
-        let output = if changed {
-            let mut output = String::with_capacity(self.text.len() + 4096);
-            output.push_str(&self.head);
-            for a in self.appended.values() {
-                output.push_str(&a.chunk);
+        if !changed {
+            // The same keys and tables: only the models (equal in all the text shows) change.
+            self.appended
+                .extend(incoming.into_iter().map(|(k, (a, _))| (k, a)));
+            return Some(self.outcome(
+                warnings,
+                Arc::clone(&self.text),
+                false,
+                Some(classification),
+            ));
+        }
+        // The new text, order and lengths in one pass over the old order: runs of unchanged
+        // tables are copied from the old text as they are.
+        let mut output = match self.spare.take().map(Arc::try_unwrap) {
+            Some(Ok(mut buf)) => {
+                buf.clear();
+                buf
             }
-            output.push_str(&self.tail);
-            self.text = Arc::new(output);
-            Arc::clone(&self.text)
-        } else {
-            Arc::clone(&self.text)
+            _ => String::new(),
         };
+        output.reserve(self.text.len() + 4096);
+        let n = self.order.len();
+        let old_order = std::mem::take(&mut self.order);
+        let old_lens = std::mem::take(&mut self.lens);
+        let mut order = Vec::with_capacity(n + incoming.len());
+        let mut lens = Vec::with_capacity(n + incoming.len());
+        let old = Arc::clone(&self.text);
+        // Bytes of the old text up to `to` that are not in `output` yet.
+        let flush_to = |output: &mut String, to: usize, copied: &mut usize| {
+            output.push_str(&old[*copied..to]);
+            *copied = to;
+        };
+        let mut copied = 0;
+        let mut rem = removed.iter().peekable();
+        let mut ins = inserted.iter().zip(incoming).peekable();
+        let mut kept = old_order.into_iter().zip(old_lens);
+        for i in 0..=n {
+            // New tables go before the old table at their position.
+            while let Some((_, (k, (a, table)))) = ins.next_if(|(&at, _)| at == i) {
+                flush_to(&mut output, starts[i], &mut copied);
+                output.push_str(&table);
+                lens.push(table.len());
+                order.push(k.clone());
+                self.appended.insert(k, a);
+            }
+            let Some((key, len)) = kept.next() else {
+                break;
+            };
+            if rem.next_if(|&&r| r == i).is_some() {
+                flush_to(&mut output, starts[i], &mut copied);
+                copied = starts[i + 1];
+            } else {
+                order.push(key);
+                lens.push(len);
+            }
+        }
+        flush_to(&mut output, old.len(), &mut copied);
+        drop(old);
+        self.order = order;
+        self.lens = lens;
+        self.spare = Some(std::mem::replace(&mut self.text, Arc::new(output)));
+        let output = Arc::clone(&self.text);
         Some(self.outcome(warnings, output, changed, Some(classification)))
     }
 
