@@ -375,6 +375,121 @@ fn collect_mirror_admin_keys(ms: &ArrayOfTables, scope: &str, report: &mut Strip
     }
 }
 
+/// Append a TOML string value as the agent's tables write it (toml_edit's default representation).
+fn push_repr(out: &mut String, s: &str) {
+    let plain = s
+        .chars()
+        .all(|c| c != '"' && c != '\\' && c != '\'' && !c.is_control());
+    if plain {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&toml_edit::Value::from(s).to_string());
+    }
+}
+
+/// The marker the agent's tables carry, as it follows `[[registry]]` (with the line end).
+pub(crate) fn marker_line() -> String {
+    format!(" {MARKER} v{MARKER_VERSION}\n")
+}
+
+/// The text of one appended `[[registry]]` table, byte for byte what toml_edit writes for
+/// [`registry_table`] after another table: how the agent's new entries are written (8,000
+/// toml_edit tables for 2,000 sources were most of a one-shot render's time and memory), and what
+/// the daemon's incremental path splices. `marker` is [`marker_line`].
+pub(crate) fn table_text(r: &Registry, marker: &str) -> String {
+    let mut s = String::with_capacity(160 + r.mirrors.len() * 160);
+    s.push_str("\n[[registry]]");
+    s.push_str(marker);
+    if !r.prefix.is_empty() {
+        s.push_str("prefix = ");
+        push_repr(&mut s, &r.prefix);
+        s.push('\n');
+    }
+    if !r.location.is_empty() {
+        s.push_str("location = ");
+        push_repr(&mut s, &r.location);
+        s.push('\n');
+    }
+    for (line, on) in [
+        ("insecure = true\n", r.insecure),
+        ("blocked = true\n", r.blocked),
+        ("mirror-by-digest-only = true\n", r.mirror_by_digest_only),
+    ] {
+        if on {
+            s.push_str(line);
+        }
+    }
+    for m in &r.mirrors {
+        s.push_str("\n[[registry.mirror]]");
+        s.push_str(marker);
+        s.push_str("location = ");
+        push_repr(&mut s, &m.location);
+        s.push('\n');
+        if m.insecure {
+            s.push_str("insecure = true\n");
+        }
+        if !m.pull_from_mirror.is_empty() {
+            s.push_str("pull-from-mirror = ");
+            push_repr(&mut s, &m.pull_from_mirror);
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// A comment no administrator writes: it marks the one table that stands for all of the agent's
+/// new entries while the document is serialised; their text then takes its place.
+const PLACEHOLDER: &str = " # rhel-node-agent:new-entries 4f1d2a9c";
+
+/// The stand-in's comment is in `text` (an administrator copied it): new entries are built as
+/// tables then.
+pub fn has_placeholder(text: &str) -> bool {
+    text.contains(PLACEHOLDER)
+}
+
+/// The document's text with the agent's new entries (`new`, the entries [`apply_changes`] was
+/// given beyond the base, in order) written where toml_edit would have written them. With
+/// `as_text` given to [`apply_changes`], they are one placeholder table in the document: its text
+/// is replaced by theirs. When the placeholder is not written plainly (the first table of an
+/// otherwise empty document has no blank line before it), the real tables are built instead.
+pub fn serialize_with_new_entries(doc: &mut DocumentMut, new: &[Registry]) -> String {
+    let text = doc.to_string();
+    if new.is_empty() {
+        return text;
+    }
+    let needle = format!("\n[[registry]]{PLACEHOLDER}\n");
+    if let Some(at) = text.find(&needle) {
+        if !text[at + needle.len()..].contains(&needle) {
+            let marker = marker_line();
+            let mut out = String::with_capacity(text.len() + new.len() * 400);
+            out.push_str(&text[..at]);
+            for r in new {
+                out.push_str(&table_text(r, &marker));
+            }
+            out.push_str(&text[at + needle.len()..]);
+            return out;
+        }
+    }
+    if let Some(aot) = doc
+        .get_mut("registry")
+        .and_then(Item::as_array_of_tables_mut)
+    {
+        let last = aot.len().checked_sub(1);
+        if last
+            .and_then(|i| aot.get(i))
+            .is_some_and(|t| t.decor().suffix().and_then(|s| s.as_str()) == Some(PLACEHOLDER))
+        {
+            aot.remove(aot.len() - 1);
+        }
+        for r in new {
+            aot.push(registry_table(r));
+        }
+    }
+    doc.to_string()
+}
+
 fn managed_table() -> Table {
     let mut t = Table::new();
     t.decor_mut().set_suffix(table_marker());
@@ -455,11 +570,14 @@ fn set_flag_marked(t: &mut Table, key: &str) {
 
 /// Write the difference between `base` (the entries of the stripped document, in order) and
 /// `rendered` (MCO's result on them) into `doc`, marking everything the agent adds or sets.
+/// With `as_text`, the new entries are one stand-in table that
+/// [`serialize_with_new_entries`] replaces with their text.
 pub fn apply_changes(
     doc: &mut DocumentMut,
     file: &str,
     base: &[Registry],
     rendered: &[Registry],
+    as_text: bool,
 ) -> Result<(), MirrorError> {
     let needs_base_edit = base.iter().zip(rendered).any(|(b, r)| b != r);
     let has_new = rendered.len() > base.len();
@@ -541,8 +659,15 @@ pub fn apply_changes(
             ms.push(mirror_table(m));
         }
     }
-    for r in &rendered[base.len()..] {
-        aot.push(registry_table(r));
+    if as_text && rendered.len() > base.len() {
+        // One stand-in; serialize_with_new_entries writes the entries' text in its place.
+        let mut t = Table::new();
+        t.decor_mut().set_suffix(PLACEHOLDER);
+        aot.push(t);
+    } else {
+        for r in &rendered[base.len()..] {
+            aot.push(registry_table(r));
+        }
     }
     Ok(())
 }
@@ -763,4 +888,91 @@ pub fn replaced_agent_values(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries() -> Vec<Registry> {
+        let mirror = |l: &str, insecure: bool, pull: &str| Mirror {
+            location: l.into(),
+            insecure,
+            pull_from_mirror: pull.into(),
+        };
+        vec![
+            Registry {
+                location: "quay.io/ns".into(),
+                mirrors: vec![
+                    mirror("mirror.local/ns", false, "digest-only"),
+                    mirror("cache.local:5000/ns", true, "digest-only"),
+                ],
+                ..Registry::default()
+            },
+            Registry {
+                prefix: "*.example.com".into(),
+                blocked: true,
+                ..Registry::default()
+            },
+            Registry {
+                location: "registry.example.org".into(),
+                insecure: true,
+                mirror_by_digest_only: true,
+                mirrors: vec![mirror("m.example.net", false, "tag-only")],
+                ..Registry::default()
+            },
+        ]
+    }
+
+    /// The new entries written as text are byte for byte the tables toml_edit writes, wherever
+    /// the base puts them: after other tables, before tables that follow the registries, as the
+    /// first tables of an empty or blank document (the fallback), next to an administrator's
+    /// mirror added to an entry.
+    #[test]
+    fn new_entries_as_text_are_what_toml_edit_writes() {
+        let bases = [
+            "",
+            "\n\n",
+            "# only a comment\n",
+            "unqualified-search-registries = [\"docker.io\"]\n",
+            "[[registry]]\nlocation = \"site.example.org\"\n\n[aliases]\nubi = \"registry.access.redhat.com/ubi8\"\n",
+            "[aliases]\nubi = \"registry.access.redhat.com/ubi8\"\n\n[[registry]]\nlocation = \"site.example.org\" # site\n[[registry.mirror]]\nlocation = \"cache.site\"\n# trailing comment\n",
+            "[[registry]]\nlocation = \"quay.io/other\"\n",
+        ];
+        for base_text in bases {
+            let base: Vec<Registry> = crate::core::mirrors::containers::decode("b", base_text)
+                .unwrap()
+                .registries
+                .into_iter()
+                .map(|r| r.registry)
+                .collect();
+            let mut rendered = base.clone();
+            if let Some(first) = rendered.first_mut() {
+                first.mirrors.push(Mirror {
+                    location: "added.example.net".into(),
+                    insecure: false,
+                    pull_from_mirror: String::new(),
+                });
+            }
+            rendered.extend(entries());
+            let mut tables: DocumentMut = base_text.parse().unwrap();
+            apply_changes(&mut tables, "b", &base, &rendered, false).unwrap();
+            let mut text: DocumentMut = base_text.parse().unwrap();
+            apply_changes(&mut text, "b", &base, &rendered, true).unwrap();
+            assert_eq!(
+                serialize_with_new_entries(&mut text, &rendered[base.len()..]),
+                tables.to_string(),
+                "base {base_text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_administrators_copy_of_the_stand_in_comment_is_noticed() {
+        let base_text = format!("[[registry]]{PLACEHOLDER}\nlocation = \"x.example\"\n");
+        assert!(has_placeholder(&base_text));
+        assert!(!has_placeholder(
+            "[[registry]] # rhel-node-agent:managed v1\n"
+        ));
+    }
 }

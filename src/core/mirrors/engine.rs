@@ -303,7 +303,13 @@ pub(crate) fn apply_inner(
         };
         (out, dropin)
     } else {
-        document::apply_changes(&mut doc, file, &base_entries, &rendered)?;
+        // The agent's new tables are written as text unless administrator content has to be put
+        // back into them (the stand-in is then never needed: see document::apply_changes).
+        let as_text = strip.admin_keys.is_empty()
+            && strip.admin_mirrors.is_empty()
+            && strip.agent_values.is_empty()
+            && !document::has_placeholder(text);
+        document::apply_changes(&mut doc, file, &base_entries, &rendered, as_text)?;
         warnings.extend(document::replaced_agent_values(&doc, &strip.agent_values));
         warnings.extend(document::keep_admin_mirrors(
             &mut doc,
@@ -340,6 +346,9 @@ pub(crate) fn apply_inner(
             && strip.admin_mirrors.is_empty();
         let out = if unchanged {
             text.to_string()
+        } else if as_text {
+            let new = rendered.get(base_entries.len()..).unwrap_or(&[]);
+            line_ending_restore(text, document::serialize_with_new_entries(&mut doc, new))
         } else {
             line_ending_restore(text, doc.to_string())
         };

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use super::classify::{classify, Classification, ConfView};
 use super::containers::{self, LoadedConf, LoadedRegistry};
-use super::document::{MARKER, MARKER_VERSION};
+use super::document::{marker_line as marker, table_text as chunk};
 use super::engine::{apply_inner, ApplyOptions, ApplyOutcome, Internals, ManagedSummary};
 use super::merge::{self, MergedMirrorSets, MirrorBucket};
 use super::model::Registry;
@@ -164,69 +164,6 @@ impl<'a> Overlay<'a> {
         v.sort_by(|a, b| a.source.cmp(&b.source));
         v
     }
-}
-
-/// Append a TOML string value as the agent's tables write it (toml_edit's default representation).
-fn push_repr(out: &mut String, s: &str) {
-    let plain = s
-        .chars()
-        .all(|c| c != '"' && c != '\\' && c != '\'' && !c.is_control());
-    if plain {
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
-    } else {
-        out.push_str(&toml_edit::Value::from(s).to_string());
-    }
-}
-
-/// The marker the agent's tables carry, as it follows `[[registry]]`.
-fn marker() -> String {
-    format!(" {MARKER} v{MARKER_VERSION}\n")
-}
-
-/// The text of one appended `[[registry]]` table, byte for byte what the document editor writes
-/// for it after another table. (Built with `push_str`: this runs for every changed entry on the
-/// daemon's path, where `format!` per line was a measurable share.)
-fn chunk(r: &Registry, marker: &str) -> String {
-    let mut s = String::with_capacity(160 + r.mirrors.len() * 160);
-    s.push_str("\n[[registry]]");
-    s.push_str(marker);
-    if !r.prefix.is_empty() {
-        s.push_str("prefix = ");
-        push_repr(&mut s, &r.prefix);
-        s.push('\n');
-    }
-    if !r.location.is_empty() {
-        s.push_str("location = ");
-        push_repr(&mut s, &r.location);
-        s.push('\n');
-    }
-    for (line, on) in [
-        ("insecure = true\n", r.insecure),
-        ("blocked = true\n", r.blocked),
-        ("mirror-by-digest-only = true\n", r.mirror_by_digest_only),
-    ] {
-        if on {
-            s.push_str(line);
-        }
-    }
-    for m in &r.mirrors {
-        s.push_str("\n[[registry.mirror]]");
-        s.push_str(marker);
-        s.push_str("location = ");
-        push_repr(&mut s, &m.location);
-        s.push('\n');
-        if m.insecure {
-            s.push_str("insecure = true\n");
-        }
-        if !m.pull_from_mirror.is_empty() {
-            s.push_str("pull-from-mirror = ");
-            push_repr(&mut s, &m.pull_from_mirror);
-            s.push('\n');
-        }
-    }
-    s
 }
 
 /// containers/image's duplicate key of a post-processed entry.
