@@ -7,7 +7,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -620,6 +620,37 @@ fn tree_hook(pids: &Path, mark: &str) -> String {
     )
 }
 
+/// A running `phase run pre-cordon` (with `extra` arguments) whose `10-slow` hook is the marked
+/// process tree of [`tree_hook`], once the tree has started: its pid file, its mark and the client
+/// (output piped when `capture`, else discarded).
+fn start_tree_hook(d: &Daemon, extra: &[&str], capture: bool) -> (PathBuf, String, Child) {
+    let pids = scratch(d, "pids");
+    let mark = unique_mark(d);
+    hook(
+        &hook_dir(d, "pre-cordon"),
+        "10-slow",
+        &tree_hook(&pids, &mark),
+    );
+    let out = || {
+        if capture {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        }
+    };
+    let client = Command::new(BIN)
+        .arg("--root")
+        .arg(&d.root)
+        .args(["phase", "run", "pre-cordon"])
+        .args(extra)
+        .stdout(out())
+        .stderr(out())
+        .spawn()
+        .unwrap();
+    wait_until(|| pids_in(&pids).len() == 3, 10, "the hook tree to start");
+    (pids, mark, client)
+}
+
 /// A mark no other test's processes carry.
 fn unique_mark(d: &Daemon) -> String {
     format!(
@@ -656,23 +687,8 @@ fn marked(mark: &str) -> Vec<i32> {
 #[test]
 fn a_timeout_kills_the_whole_process_tree() {
     let d = Daemon::start("[hooks.timeouts]\n\"pre-cordon/10-slow\" = \"2s\"\n");
-    let pids = scratch(&d, "pids");
-    let mark = unique_mark(&d);
-    hook(
-        &hook_dir(&d, "pre-cordon"),
-        "10-slow",
-        &tree_hook(&pids, &mark),
-    );
     let t = Instant::now();
-    let client = Command::new(BIN)
-        .arg("--root")
-        .arg(&d.root)
-        .args(["phase", "run", "pre-cordon"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until(|| pids_in(&pids).len() == 3, 10, "the hook tree to start");
+    let (pids, mark, client) = start_tree_hook(&d, &[], true);
     // While it runs the scan sees the whole tree: the hook, its child, the child's two sleeps,
     // and the hook's own foreground sleep.
     let p = pids_in(&pids);
@@ -771,19 +787,8 @@ fn a_hook_printing_500_mb_keeps_the_daemon_bounded() {
 #[test]
 fn kill_9_of_the_daemon_mid_hook_marks_the_phase_interrupted_and_ends_the_hook() {
     let mut d = Daemon::start("");
-    let pids = scratch(&d, "pids");
+    let (_pids, mark, mut client) = start_tree_hook(&d, &["--upgrade-id", "u9"], false);
     let dir = hook_dir(&d, "pre-cordon");
-    let mark = unique_mark(&d);
-    hook(&dir, "10-slow", &tree_hook(&pids, &mark));
-    let mut client = Command::new(BIN)
-        .arg("--root")
-        .arg(&d.root)
-        .args(["phase", "run", "pre-cordon", "--upgrade-id", "u9"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(|| pids_in(&pids).len() == 3, 10, "the hook tree to start");
     let running = upgrade(&d);
     assert_eq!(running["running"]["phase"], "pre-cordon", "{running}");
     d.kill9_and_restart();
@@ -986,22 +991,7 @@ fn the_journal_of_a_newer_agent_is_refused_not_overwritten() {
 #[test]
 fn stopping_the_daemon_mid_hook_ends_the_hook_and_records_the_interruption() {
     let d = Daemon::start("");
-    let pids = scratch(&d, "pids");
-    let mark = unique_mark(&d);
-    hook(
-        &hook_dir(&d, "pre-cordon"),
-        "10-slow",
-        &tree_hook(&pids, &mark),
-    );
-    let client = Command::new(BIN)
-        .arg("--root")
-        .arg(&d.root)
-        .args(["phase", "run", "pre-cordon"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(|| pids_in(&pids).len() == 3, 10, "the hook tree to start");
+    let (_pids, mark, client) = start_tree_hook(&d, &[], false);
     d.signal(nix::sys::signal::Signal::SIGTERM);
     let out = client.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));

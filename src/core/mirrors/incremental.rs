@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use super::classify::{classify, Classification, ConfView};
 use super::containers::{self, LoadedConf, LoadedRegistry};
-use super::document::{marker_line as marker, table_text as chunk};
+use super::document::{marker_line, table_text};
 use super::engine::{apply_inner, ApplyOptions, ApplyOutcome, Internals, ManagedSummary};
 use super::merge::{self, MergedMirrorSets, MirrorBucket};
 use super::model::Registry;
@@ -292,7 +292,7 @@ impl Prepared {
         for r in &normalised {
             *keys.entry(dup_key(r)).or_default() += 1;
         }
-        let marker = marker();
+        let marker = marker_line();
         let mut order = Vec::with_capacity(rendered.len().saturating_sub(base.len()));
         let mut lens = Vec::with_capacity(order.capacity());
         let mut block = String::new();
@@ -305,7 +305,7 @@ impl Prepared {
                 &blocked,
                 &insecure,
             )?;
-            let text = chunk(r, &marker);
+            let text = table_text(r, &marker);
             block.push_str(&text);
             lens.push(text.len());
             order.push(key.clone());
@@ -556,7 +556,7 @@ impl Prepared {
         let mut old_keys: Vec<OrderKey> = Vec::new();
         // (New entries with the text of their tables.)
         let mut incoming: BTreeMap<OrderKey, (Appended, String)> = BTreeMap::new();
-        let marker = marker();
+        let marker = marker_line();
         for a in &affected {
             if let Some(k) = self.appended_key(a) {
                 old_keys.push(k);
@@ -569,7 +569,7 @@ impl Prepared {
                             entry: (*r).clone(),
                             dup: String::new(),
                         },
-                        chunk(r, &marker),
+                        table_text(r, &marker),
                     ),
                 );
                 if replaced.is_some() {
